@@ -1,0 +1,161 @@
+"""The command line (thin: parse, call, print). Every user mistake is one line and exit code 2."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+import yaml
+from rich.console import Console
+from rich.syntax import Syntax
+from rich.table import Table
+
+from .errors import UserError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="rich",
+                  help="Run, reproduce and compare RL fine-tuning recipes: one YAML per paper.\n\n"
+                       "Examples:\n\n  rlrecipes list\n\n  rlrecipes validate recipes/grpo.yaml\n\n"
+                       "  rlrecipes train recipes/grpo.yaml --preset tiny")
+console = Console()
+err_console = Console(stderr=True)
+STATE = {"debug": False}
+
+PRESET = typer.Option(None, "--preset", "-p", help="merge the recipe's presets.NAME (e.g. tiny)")
+OVERRIDE = typer.Option(None, "--override", "-o", help="dotted override, e.g. -o train.steps=500 (repeatable)")
+
+
+@app.callback()
+def main(debug: bool = typer.Option(False, "--debug", help="show tracebacks for errors")):
+    STATE["debug"] = debug
+
+
+def fail(err: Exception, code: int = 2):
+    if STATE["debug"]:
+        raise err
+    err_console.print(f"[bold red]error:[/] {err}", markup=True, highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def guarded(fn):
+    """Turn UserError into one line and exit 2 (tracebacks only with --debug)."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except UserError as err:
+            fail(err)
+    return wrapper
+
+
+@app.command("list")
+@guarded
+def list_cmd(directory: Path = typer.Option(Path("recipes"), "--dir", help="folder of recipe YAMLs"),
+             as_json: bool = typer.Option(False, "--json", help="print a JSON array for scripts")):
+    """List the recipes in recipes/ with their paper and status.
+
+    Example: rlrecipes list --json | jq '.[].name'
+    """
+    from .catalog import recipe_rows
+    if not directory.is_dir():
+        raise UserError(str(directory), "recipe folder not found", "run from the repository root or pass --dir")
+    rows = recipe_rows(directory)
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    table = Table(title=f"recipes in {directory}/")
+    for col in ("name", "paper", "arxiv", "status", "presets"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        table.add_row(r["name"], r["paper"] or r["summary"], r["arxiv"] or "", r["status"], ", ".join(r["presets"]))
+    console.print(table)
+
+
+@app.command()
+@guarded
+def show(recipe: Path, preset: Optional[str] = PRESET, override: Optional[List[str]] = OVERRIDE,
+         baseline: Optional[Path] = typer.Option(None, help="recipe to diff against (default: grpo.yaml beside it)")):
+    """Print the resolved recipe, its paper facts, and how it differs from grpo.yaml.
+
+    Example: rlrecipes show recipes/dapo.yaml --preset tiny
+    """
+    from .catalog import diff_from_baseline
+    from .config import load_recipe, to_dict
+    r = load_recipe(recipe, preset, override or [])
+    console.rule(f"[bold]{r.name}[/] — {r.paper.title}")
+    console.print(f"arXiv {r.paper.arxiv or '—'}  {r.paper.url or ''}\nstatus: {r.fidelity.status}. {r.fidelity.notes}")
+    if r.summary:
+        console.print(f"\n{r.summary}")
+    if r.sources:
+        table = Table(title="hyperparameters and their sources")
+        table.add_column("field")
+        table.add_column("source", overflow="fold")
+        for field, src in r.sources.items():
+            table.add_row(field, src)
+        console.print(table)
+    if r.expect.paper or r.expect.tiny:
+        console.print(f"expected: paper {r.expect.paper}  tiny {r.expect.tiny}")
+    console.print(Syntax(yaml.safe_dump(to_dict(r), sort_keys=False), "yaml"))
+    base_path = baseline or recipe.parent / "grpo.yaml"
+    if base_path.exists() and base_path.resolve() != recipe.resolve():
+        rows = diff_from_baseline(r, load_recipe(base_path, preset if preset else None, override or []))
+        table = Table(title=f"differences from {base_path}")
+        for col in ("field", base_path.stem, r.name):
+            table.add_column(col, overflow="fold")
+        for field, a, b in rows:
+            table.add_row(field, str(a), str(b))
+        console.print(table if rows else f"no algorithmic differences from {base_path}")
+
+
+@app.command()
+@guarded
+def validate(recipes: List[Path], preset: Optional[str] = PRESET, override: Optional[List[str]] = OVERRIDE):
+    """Check schema, component names and parameters (no model is loaded).
+
+    Without --preset every preset is checked too. Example: rlrecipes validate recipes/*.yaml
+    """
+    from .config import load_raw, load_recipe
+    for path in recipes:
+        presets = [preset] if preset else [None, *sorted(load_raw(path).get("presets") or {})]
+        for name in presets:
+            load_recipe(path, name, override or [])
+        shown = f" (presets: {', '.join(p for p in presets if p)})" if any(presets) else ""
+        console.print(f"[green]ok[/] {path}{shown}")
+
+
+@app.command()
+@guarded
+def train(recipe: Path, preset: Optional[str] = PRESET, override: Optional[List[str]] = OVERRIDE,
+          output_dir: Optional[str] = typer.Option(None, "--output-dir", help="run directory (default runs/<name>-<time>)"),
+          seed: Optional[int] = typer.Option(None, help="shorthand for -o train.seed=N")):
+    """Train a recipe: its SFT stage (if any), then RL, with eval before and after.
+
+    Examples:\n
+      rlrecipes train recipes/grpo.yaml --preset tiny\n
+      rlrecipes train recipes/grpo.yaml -o train.steps=500 -o model.adapter=qlora\n
+      accelerate launch --multi_gpu --num_processes 4 -m rlrecipes train recipes/grpo.yaml
+    """
+    from .config import load_recipe
+    from .run import train as run_train
+    overrides = list(override or []) + ([f"train.seed={seed}"] if seed is not None else [])
+    r = load_recipe(recipe, preset, overrides)
+    try:
+        summary = run_train(r, output_dir, say=console.print)
+    except KeyboardInterrupt:
+        err_console.print("interrupted: the adapter so far is in the run directory's final/")
+        raise typer.Exit(130)
+    ev = summary["eval"]
+    if "start" in ev and "end" in ev:
+        console.print(f"pass@1 {ev['start']['pass@1']:.3f} -> {ev['end']['pass@1']:.3f} "
+                      f"(±{ev['end']['pass@1_ci']:.3f}); summary: {summary['run_dir']}/summary.json")
+
+
+def run():  # pragma: no cover - console entry used by `python -m`
+    app(prog_name="rlrecipes")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(run())

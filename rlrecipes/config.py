@@ -1,0 +1,294 @@
+"""The recipe schema (pydantic v2, extra=forbid), YAML loading, presets and `-o a.b=c` overrides.
+
+A recipe is loaded in this order: `yaml.safe_load` -> merge `presets.NAME` (deep, lists replaced)
+-> apply each `-o dotted.key=value` (value parsed as a YAML scalar or list) -> validate the
+schema -> look up every component name and check its parameters against its signature.
+Every failure is a `UserError` naming the file and the dotted field.
+"""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .errors import UserError, did_you_mean
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Component(BaseModel):
+    """`{fn: name, **params}`: a registered component and its parameters (checked at validate)."""
+    model_config = ConfigDict(extra="allow")
+    fn: str
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class Paper(Strict):
+    title: str
+    arxiv: str | None = None
+    url: str | None = None
+
+
+class Fidelity(Strict):
+    status: Literal["working", "recon", "unverified", "out-of-scope", "not-yet"] = "working"
+    notes: str = ""
+
+
+class LoraConfig(Strict):
+    r: int = Field(16, gt=0)
+    alpha: float = Field(32, gt=0)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    target_modules: list[str] | str = "all-linear"
+
+
+class TinyConfig(Strict):
+    """Shape of the built-in offline model (`model.name_or_path: tiny`)."""
+    hidden_size: int = Field(64, gt=0)
+    layers: int = Field(2, gt=0)
+    heads: int = Field(4, gt=0)
+    kv_heads: int = Field(2, gt=0)
+    intermediate_size: int = Field(256, gt=0)
+    seed: int = 0
+
+
+class ModelConfig(Strict):
+    name_or_path: str
+    adapter: Literal["none", "lora", "qlora"] = "lora"
+    lora: LoraConfig = LoraConfig()
+    tiny: TinyConfig = TinyConfig()
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    trust_remote_code: bool = False
+    revision: str | None = None
+    gradient_checkpointing: bool = False
+    chat_template: bool = False   # wrap prompts in the tokenizer's chat template (instruct models)
+
+
+class DataConfig(Strict):
+    task: str
+    source: Literal["synthetic"] | dict[str, Any] = "synthetic"
+    fields: dict[str, str] = {}
+    params: dict[str, Any] = {}
+    train_size: int | None = Field(None, gt=0)
+    test_size: int = Field(200, gt=0)
+
+
+class Stage(Strict):
+    kind: Literal["sft", "rl"]
+    steps: int | None = Field(None, ge=0)
+    lr: float | None = Field(None, gt=0)
+    batch_size: int = Field(32, gt=0)
+    adapter: Literal["none", "lora"] = "none"
+
+
+class Reward(Component):
+    weight: float = 1.0
+
+
+class LossSpec(Component):
+    aggregation: str = "token_mean"
+
+
+class KLConfig(Strict):
+    beta: float = Field(0.0, ge=0)
+    estimator: Literal["k1", "k2", "k3"] = "k3"
+
+
+class Algorithm(Strict):
+    advantage: Component = Component(fn="grpo")
+    loss: LossSpec = LossSpec(fn="ppo_clip")
+    kl: KLConfig = KLConfig()
+    sampler: Component = Component(fn="uniform")
+    regularizers: list[Component] = []
+
+
+class Train(Strict):
+    steps: int = Field(100, ge=0)
+    prompts_per_step: int = Field(16, gt=0)
+    group_size: int = Field(8, gt=0)
+    lr: float = Field(1e-6, gt=0)
+    seed: int = 0
+    ppo_epochs: int = Field(1, gt=0)
+    mini_batches: int = Field(1, gt=0)
+    micro_batch_size: int | None = Field(None, gt=0)
+    warmup_steps: int = Field(0, ge=0)
+    schedule: Literal["constant", "cosine"] = "constant"
+    weight_decay: float = Field(0.0, ge=0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    max_grad_norm: float | None = Field(1.0, gt=0)
+    log_every: int = Field(1, gt=0)
+
+
+class Generation(Strict):
+    max_new_tokens: int = Field(256, gt=0)
+    temperature: float = Field(1.0, gt=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    top_k: int = Field(0, ge=0)
+    min_new_tokens: int = Field(0, ge=0)
+
+
+class Eval(Strict):
+    every: int = Field(0, ge=0)
+    samples: int = Field(4, gt=0)
+    k: list[int] = [1]
+    temperature: float | None = Field(None, gt=0)
+    limit: int | None = Field(None, gt=0)
+    at_start: bool = True
+
+
+class Checkpoint(Strict):
+    every: int = Field(0, ge=0)
+    keep_last: int = Field(2, gt=0)
+    best_metric: str | None = None
+
+
+class Expect(Strict):
+    paper: dict[str, Any] = {}
+    tiny: dict[str, Any] = {}
+
+
+class Recipe(Strict):
+    name: str
+    paper: Paper
+    summary: str = ""
+    fidelity: Fidelity = Fidelity()
+    sources: dict[str, str] = {}
+    model: ModelConfig
+    data: DataConfig
+    stages: list[Stage] = [Stage(kind="rl")]
+    rewards: list[Reward]
+    algorithm: Algorithm = Algorithm()
+    train: Train = Train()
+    generation: Generation = Generation()
+    eval: Eval = Eval()
+    checkpoint: Checkpoint = Checkpoint()
+    expect: Expect = Expect()
+    presets: dict[str, dict[str, Any]] = {}
+
+    @model_validator(mode="after")
+    def _one_rl_stage_last(self):
+        kinds = [s.kind for s in self.stages]
+        if kinds.count("rl") > 1 or (kinds and kinds[-1] != "rl" and "rl" in kinds):
+            raise ValueError("at most one rl stage, and it must be the last")
+        if not self.rewards and "rl" in kinds:
+            raise ValueError("an rl stage needs at least one reward")
+        return self
+
+
+# ----------------------------------------------------------------------------- loading
+
+def deep_merge(base: dict, patch: dict) -> dict:
+    """`patch` over `base`; nested dicts merge, everything else (lists too) is replaced."""
+    out = copy.deepcopy(base)
+    for key, value in patch.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def apply_override(raw: dict, override: str) -> dict:
+    """Apply `a.b.c=value` to the raw recipe dict; the value is parsed as a YAML scalar/list."""
+    key, sep, text = override.partition("=")
+    if not sep or not key.strip():
+        raise UserError(f"-o {override}", "an override is KEY=VALUE", "e.g. -o train.steps=500")
+    try:
+        value = yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError as exc:
+        raise UserError(f"-o {override}", f"value is not valid YAML: {exc.problem}") from exc
+    parts = key.strip().split(".")
+    node = raw
+    for i, part in enumerate(parts[:-1]):
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise UserError(f"-o {override}", f"{'.'.join(parts[:i + 1])} is not a section")
+        node = child
+    node[parts[-1]] = value
+    return raw
+
+
+def _pydantic_error(exc: ValidationError) -> UserError:
+    err = exc.errors()[0]
+    loc = [str(x) for x in err["loc"] if not str(x).startswith("function-after")]
+    where = ".".join(loc) or "<recipe>"
+    if err["type"] == "extra_forbidden":
+        parent = Recipe
+        for part in loc[:-1]:
+            parent = _field_model(parent, part)
+        fields = parent.model_fields if parent else {}
+        return UserError(where, "unknown field", did_you_mean(loc[-1], fields))
+    if err["type"] == "missing":
+        return UserError(where, "required field is missing")
+    msg = err["msg"].removeprefix("Value error, ")
+    if "input" in err and err["type"] not in ("model_type", "dict_type"):
+        msg += f", got {err['input']!r}"
+    return UserError(where, msg)
+
+
+def _field_model(model, name):
+    """The pydantic model class of field `name` of `model` (through lists), or None."""
+    if model is None or not hasattr(model, "model_fields") or name not in model.model_fields:
+        return None if not name.isdigit() else model
+    ann = model.model_fields[name].annotation
+    for cand in (ann, *getattr(ann, "__args__", ())):
+        if isinstance(cand, type) and issubclass(cand, BaseModel):
+            return cand
+    return None
+
+
+def load_raw(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(str(path), "recipe file not found", "check the path; `rlrecipes list` shows recipes")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise UserError(where, f"not valid YAML: {getattr(exc, 'problem', exc)}") from exc
+    if not isinstance(raw, dict):
+        raise UserError(str(path), "a recipe is a YAML mapping (name:, paper:, model:, ...)")
+    return raw
+
+
+def resolve(raw: dict, preset: str | None = None, overrides: list[str] = ()) -> Recipe:
+    """Merge a preset and overrides into a raw recipe dict and validate the schema."""
+    raw = copy.deepcopy(raw)
+    if preset:
+        presets = raw.get("presets") or {}
+        if preset not in presets:
+            raise UserError(f"presets.{preset}", "no such preset", did_you_mean(preset, presets))
+        raw = deep_merge(raw, presets[preset])
+    for override in overrides:
+        raw = apply_override(raw, override)
+    try:
+        return Recipe.model_validate(raw)
+    except ValidationError as exc:
+        raise _pydantic_error(exc) from exc
+
+
+def load_recipe(path: str | Path, preset: str | None = None, overrides: list[str] = (),
+                check: bool = True) -> Recipe:
+    """Load, merge, validate and (by default) check every component of a recipe file."""
+    try:
+        recipe = resolve(load_raw(path), preset, overrides)
+        if check:
+            from .validate import check_components
+            check_components(recipe)
+        return recipe
+    except UserError as err:
+        raise (err if err.where.startswith(str(path)) else err.at(str(path))) from err
+
+
+def to_dict(recipe: Recipe) -> dict:
+    return recipe.model_dump(mode="json", exclude={"presets"})

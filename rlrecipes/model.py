@@ -1,0 +1,121 @@
+"""Load the policy and tokenizer; attach the adapter; give reference log-probs.
+
+- `name_or_path`: a hub id or a local directory (Auto classes), or `tiny` (see tiny.py).
+- `adapter`: none (full fine-tune; a frozen copy serves as the reference when KL is on),
+  lora (peft), qlora (bitsandbytes 4-bit NF4 base + LoRA; works on CPU too).
+- The reference policy of lora/qlora is the same model with the adapter disabled: no second copy.
+- dtype auto: bf16 on CUDA, fp32 on CPU. `trust_remote_code` only when the recipe sets it.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+from pathlib import Path
+
+import torch
+
+from .errors import UserError
+
+
+def resolve_path(cfg) -> str:
+    if cfg.name_or_path == "tiny":
+        from .tiny import tiny_path
+        return str(tiny_path(**cfg.tiny.model_dump()))
+    return cfg.name_or_path
+
+
+def _dtype(cfg, device: torch.device) -> torch.dtype:
+    if cfg.dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return getattr(torch, cfg.dtype)
+
+
+def load_tokenizer(cfg, path: str | None = None):
+    from transformers import AutoTokenizer
+    path = path or resolve_path(cfg)
+    try:
+        tok = AutoTokenizer.from_pretrained(path, trust_remote_code=cfg.trust_remote_code,
+                                            revision=cfg.revision)
+    except (OSError, ValueError) as exc:
+        raise UserError("model.name_or_path", f"cannot load tokenizer from {path!r}: "
+                        f"{str(exc).splitlines()[0]}", "a hub id needs the network; or give a local directory") from exc
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_base(cfg, device: torch.device, path: str | None = None, quantize: bool = False):
+    """The plain causal LM from `path` (default: the recipe's model), optionally 4-bit NF4."""
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+    path = path or resolve_path(cfg)
+    dtype = _dtype(cfg, device)
+    kwargs = dict(dtype=dtype, trust_remote_code=cfg.trust_remote_code, revision=cfg.revision)
+    if quantize:
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=dtype)
+        if device.type == "cuda":
+            kwargs["device_map"] = {"": device}
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise UserError("model.name_or_path", f"cannot load model from {path!r}: "
+                        f"{str(exc).splitlines()[0]}", "a hub id needs the network; or give a local directory") from exc
+    if quantize:
+        _keep_cpu_4bit_trainable(model)
+    else:
+        model.to(device)
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
+    return model
+
+
+def _keep_cpu_4bit_trainable(model) -> None:
+    # bitsandbytes 0.50 repacks 4-bit weights into a CPU inference layout on the first forward in
+    # eval mode and never unpacks them; the next training forward then fails. Generation runs in
+    # eval mode, so switch that repacking off.
+    import bitsandbytes as bnb
+    for module in model.modules():
+        if isinstance(module, bnb.nn.Linear4bit):
+            module.support_avx512bf16_for_cpu = False
+
+
+def attach_adapter(model, cfg):
+    """Wrap `model` with a fresh LoRA adapter (lora/qlora); return it unchanged for `none`."""
+    if cfg.adapter == "none":
+        return model
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    if cfg.adapter == "qlora":
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=cfg.gradient_checkpointing)
+    lora = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
+                      target_modules=cfg.lora.target_modules, task_type="CAUSAL_LM")
+    return get_peft_model(model, lora)
+
+
+def load_policy(cfg, device: torch.device, path: str | None = None):
+    """(policy, tokenizer) ready for RL: the base at `path` with the recipe's adapter."""
+    tokenizer = load_tokenizer(cfg, path)
+    model = load_base(cfg, device, path, quantize=cfg.adapter == "qlora")
+    return attach_adapter(model, cfg), tokenizer
+
+
+class Reference:
+    """Reference log-probs: adapter disabled for lora/qlora, a frozen copy for a full fine-tune."""
+
+    def __init__(self, policy, adapter: str):
+        self.policy, self.copy = policy, None
+        if adapter == "none":
+            self.copy = copy.deepcopy(policy).eval().requires_grad_(False)
+
+    def context(self, model):
+        """(model to run, context manager) for a reference forward pass."""
+        if self.copy is not None:
+            return self.copy, contextlib.nullcontext()
+        return model, model.disable_adapter()
+
+
+def save_pretrained(model, tokenizer, path: Path) -> None:
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)

@@ -1,0 +1,7 @@
+"""Reward functions with TRL's contract: `fn(prompts, completions, **columns) -> list[float | None]`.
+
+`columns` are the dataset row's other fields, one value per completion (groups are consecutive),
+plus `group_size`. A user's TRL reward function works unchanged (`fn: my_pkg.rewards:func`).
+Importing this package registers the built-in rewards.
+"""
+from . import format, math  # noqa: F401

@@ -1,0 +1,76 @@
+"""Batched generation with the KV cache over all B*G sequences (HF `generate`).
+
+Prompts are left-padded, completions right-padded. A completion's mask covers its tokens up to
+and including the first EOS (TRL's convention); a completion with no EOS is `truncated`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class Rollout:
+    prompt_ids_NP: torch.Tensor
+    prompt_mask_NP: torch.Tensor
+    completion_ids_NT: torch.Tensor
+    completion_mask_NT: torch.Tensor
+    texts: list[str]
+    truncated_N: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def select(self, idx) -> "Rollout":
+        """The sub-rollout of sequences `idx` (a list or tensor of indices)."""
+        idx = torch.as_tensor(idx, dtype=torch.long)
+        return Rollout(self.prompt_ids_NP[idx], self.prompt_mask_NP[idx], self.completion_ids_NT[idx],
+                       self.completion_mask_NT[idx], [self.texts[i] for i in idx.tolist()],
+                       self.truncated_N[idx])
+
+
+def completion_mask(completion_ids_NT: torch.Tensor, eos_id: int) -> torch.Tensor:
+    """1 on tokens up to and including the first EOS of each row, 0 after it."""
+    is_eos = completion_ids_NT == eos_id
+    T = completion_ids_NT.shape[1]
+    first_eos = torch.where(is_eos.any(1), is_eos.int().argmax(1), torch.full_like(is_eos[:, 0], T, dtype=torch.long))
+    positions = torch.arange(T, device=completion_ids_NT.device).expand_as(completion_ids_NT)
+    return (positions <= first_eos.unsqueeze(1)).long()
+
+
+def encode_prompts(tokenizer, prompts: list[str], device) -> tuple[torch.Tensor, torch.Tensor]:
+    enc = tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left",
+                    add_special_tokens=False)
+    return enc["input_ids"].to(device), enc["attention_mask"].to(device)
+
+
+@torch.no_grad()
+def generate(model, tokenizer, prompts: list[str], gen, device, repeat: int = 1) -> Rollout:
+    """Sample `repeat` completions of each prompt (consecutive: prompt i owns rows i*repeat...)."""
+    prompts = [p for p in prompts for _ in range(repeat)]
+    ids_NP, mask_NP = encode_prompts(tokenizer, prompts, device)
+    was_training = model.training
+    model.eval()
+    out = model.generate(
+        input_ids=ids_NP, attention_mask=mask_NP, do_sample=True, temperature=gen.temperature,
+        top_p=gen.top_p, top_k=gen.top_k, max_new_tokens=gen.max_new_tokens,
+        min_new_tokens=gen.min_new_tokens, pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id)
+    model.train(was_training)
+    completion_NT = out[:, ids_NP.shape[1]:]
+    if completion_NT.shape[1] == 0:  # degenerate: nothing generated
+        completion_NT = torch.full((len(prompts), 1), tokenizer.eos_token_id, device=device)
+    cmask_NT = completion_mask(completion_NT, tokenizer.eos_token_id)
+    truncated_N = ~(completion_NT == tokenizer.eos_token_id).any(1)
+    texts = decode(tokenizer, completion_NT, cmask_NT)
+    return Rollout(ids_NP, mask_NP, completion_NT, cmask_NT, texts, truncated_N)
+
+
+def decode(tokenizer, completion_NT, mask_NT) -> list[str]:
+    """Completion texts without EOS/pad but with every other special token (tags are content)."""
+    drop = {tokenizer.eos_token_id, tokenizer.pad_token_id}
+    rows = []
+    for ids, m in zip(completion_NT.tolist(), mask_NT.tolist()):
+        rows.append([t for t, keep in zip(ids, m) if keep and t not in drop])
+    return tokenizer.batch_decode(rows, skip_special_tokens=False)

@@ -1,0 +1,54 @@
+"""The SFT warm-start stage: a few lines of our own (TRL's SFTTrainer would pull in its whole
+Trainer for what is cross-entropy on the gold completions).
+
+The stage trains the *base* model (full weights, or a LoRA that is merged afterwards), saves it
+to `<run>/sft-model`, and the RL stage loads that directory as its base, so the RL reference
+(adapter disabled) is the warm-started model, as when a paper starts RL from its SFT checkpoint.
+"""
+from __future__ import annotations
+
+import random
+
+import torch
+
+from .model import attach_adapter, load_base, save_pretrained
+
+
+def sft_batch(tokenizer, prompts: list[str], completions: list[str], device):
+    """(input_ids, attention_mask, labels) right-padded; labels are -100 on prompt and padding."""
+    seqs, labels = [], []
+    for p, c in zip(prompts, completions):
+        p_ids = tokenizer(p, add_special_tokens=False)["input_ids"]
+        c_ids = tokenizer(c, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        seqs.append(p_ids + c_ids)
+        labels.append([-100] * len(p_ids) + c_ids)
+    width = max(map(len, seqs))
+    pad = tokenizer.pad_token_id
+    ids = torch.tensor([s + [pad] * (width - len(s)) for s in seqs], device=device)
+    lab = torch.tensor([s + [-100] * (width - len(s)) for s in labels], device=device)
+    attn = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs], device=device)
+    return ids, attn, lab
+
+
+def run_sft(recipe, stage, base_path: str, tokenizer, task, rows, prompts, out_dir, device,
+            log=lambda step, metrics: None) -> None:
+    """Train on (prompt, task.gold(row)) for `stage.steps` steps and save the merged model."""
+    model_cfg = recipe.model.model_copy(update={"adapter": stage.adapter})
+    model = attach_adapter(load_base(model_cfg, device, base_path), model_cfg)
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=stage.lr or recipe.train.lr, weight_decay=0.0)
+    rng = random.Random(recipe.train.seed)
+    golds = [task.gold(row) for row in rows]
+    for step in range(1, (stage.steps or 0) + 1):
+        idx = [rng.randrange(len(rows)) for _ in range(stage.batch_size)]
+        ids, attn, labels = sft_batch(tokenizer, [prompts[i] for i in idx], [golds[i] for i in idx], device)
+        loss = model(input_ids=ids, attention_mask=attn, labels=labels, use_cache=False).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, recipe.train.max_grad_norm or float("inf"))
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        log(step, {"sft_loss": loss.item()})
+    if stage.adapter == "lora":
+        model = model.merge_and_unload()
+    save_pretrained(model, tokenizer, out_dir)

@@ -1,0 +1,8 @@
+"""Tasks: what a problem looks like, its gold completion, and how a completion is judged.
+
+A task separates *evaluate* (`score`: the correctness check used by eval) from *reward*
+(the recipe's reward functions), as nanochat does. Importing this package registers them.
+"""
+from . import arith  # noqa: F401
+from .base import Task  # noqa: F401
+from .loaders import load_splits  # noqa: F401

@@ -1,0 +1,55 @@
+"""The task interface every registered task implements."""
+from __future__ import annotations
+
+import re
+
+ANSWER_RE = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
+NUMBER_RE = re.compile(r"-?\d+(?:\.\d+)?")
+
+
+def extract_answer(completion: str) -> str | None:
+    """The text inside the last <answer>...</answer>, stripped; None when there is none."""
+    found = ANSWER_RE.findall(completion)
+    return found[-1].strip() if found else None
+
+
+def same_answer(pred: str | None, gold) -> bool:
+    """Numeric equality when both parse as numbers (1e-6 relative), else exact string match."""
+    if pred is None:
+        return False
+    gold = str(gold).strip()
+    try:
+        a, b = float(pred), float(gold)
+        return abs(a - b) <= 1e-6 * max(1.0, abs(b))
+    except ValueError:
+        return pred == gold
+
+
+class Task:
+    """Rows are dicts with at least `prompt` and `answer`; other fields ride along as reward columns.
+
+    Subclasses set `name` and may override any method. `synthetic(split, n, seed)` makes offline
+    data; real data comes through `tasks.loaders` with a field mapping onto these names.
+    """
+    name = "task"
+    required_fields = ("prompt", "answer")
+
+    def synthetic(self, split: str, n: int, seed: int) -> list[dict]:
+        raise NotImplementedError(f"task {self.name!r} has no synthetic data; set data.source")
+
+    def prompt(self, row: dict) -> str:
+        return row["prompt"]
+
+    def gold(self, row: dict) -> str:
+        """The completion an SFT warm-start imitates (needs a `completion` field for real data)."""
+        if "completion" in row:
+            return row["completion"]
+        return f"<answer>{row['answer']}</answer>"
+
+    def extract(self, completion: str) -> str | None:
+        """The final answer, used for majority voting."""
+        return extract_answer(completion)
+
+    def score(self, completion: str, row: dict) -> float:
+        """Correctness in [0, 1]: the eval metric, not the shaped reward."""
+        return float(same_answer(self.extract(completion), row["answer"]))

@@ -1,0 +1,95 @@
+"""Train/test rows for a recipe: synthetic, a Hugging Face dataset id, or local files.
+
+    data.source: synthetic
+    data.source: {hf: openai/gsm8k, name: main, split: train, test_split: test, revision: ...}
+    data.source: {path: data/train.jsonl, test_path: data/test.jsonl}   # .jsonl .json .parquet .csv
+    data.fields: {prompt: question, answer: final}   # our name: the dataset's column
+
+Without a test split, the last `data.test_size` rows of a seeded shuffle are held out, so the
+splits are disjoint. Missing columns are errors naming `data.fields`.
+"""
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+from ..errors import UserError
+
+SOURCE_KEYS = {"hf", "name", "split", "test_split", "revision", "path", "test_path"}
+FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
+
+
+def check_source(source) -> None:
+    """Validate a `data.source` mapping without loading anything."""
+    if source == "synthetic":
+        return
+    unknown = set(source) - SOURCE_KEYS
+    if unknown:
+        from ..errors import did_you_mean
+        key = sorted(unknown)[0]
+        raise UserError(f"data.source.{key}", "unknown key", did_you_mean(key, SOURCE_KEYS))
+    if ("hf" in source) == ("path" in source):
+        raise UserError("data.source", "give exactly one of hf: (a dataset id) or path: (a local file)")
+    for key in ("path", "test_path"):
+        if key in source:
+            path = Path(source[key])
+            if not path.exists():
+                raise UserError(f"data.source.{key}", f"file not found: {path}")
+            if path.suffix not in FORMATS:
+                raise UserError(f"data.source.{key}", f"unsupported file type {path.suffix!r}",
+                                "use .jsonl, .json, .parquet or .csv")
+
+
+def _load(source: dict, which: str):
+    import datasets
+
+    if "path" in source:
+        path = source["path" if which == "train" else "test_path"]
+        return datasets.load_dataset(FORMATS[Path(path).suffix], data_files=str(path), split="train")
+    split = source.get("split", "train") if which == "train" else source["test_split"]
+    try:
+        return datasets.load_dataset(source["hf"], source.get("name"), split=split,
+                                     revision=source.get("revision"))
+    except Exception as exc:  # the hub raises many types; all mean "could not get it"
+        raise UserError("data.source.hf", f"cannot load {source['hf']!r} split {split!r}: "
+                        f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+                        "offline? use a local path: or the synthetic source") from exc
+
+
+def _rows(dataset, fields: dict, task) -> list[dict]:
+    columns = set(dataset.column_names)
+    for ours, theirs in fields.items():
+        if theirs not in columns:
+            raise UserError(f"data.fields.{ours}", f"column {theirs!r} not in the dataset",
+                            "columns: " + ", ".join(sorted(columns)))
+    rename = {theirs: ours for ours, theirs in fields.items()}
+    rows = [{rename.get(k, k): v for k, v in row.items()} for row in dataset]
+    for name in task.required_fields:
+        if rows and name not in rows[0]:
+            raise UserError(f"data.fields.{name}", f"task {task.name!r} needs a {name!r} column",
+                            f"map one of: {', '.join(sorted(columns))}")
+    return rows
+
+
+def load_splits(data, task, seed: int) -> tuple[list[dict], list[dict]]:
+    """(train_rows, test_rows) for the recipe's `data` section."""
+    if data.source == "synthetic":
+        n_train = data.train_size or 10_000
+        return (task.synthetic("train", n_train, seed, test_size=data.test_size),
+                task.synthetic("test", data.test_size, seed, test_size=data.test_size))
+    check_source(data.source)
+    train = _rows(_load(data.source, "train"), data.fields, task)
+    has_test = "test_path" in data.source or "test_split" in data.source
+    if has_test:
+        test = _rows(_load(data.source, "test"), data.fields, task)
+    else:
+        if len(train) <= data.test_size:
+            raise UserError("data.test_size", f"{data.test_size} >= the {len(train)} rows of the data",
+                            "lower test_size or give a test split")
+        order = list(range(len(train)))
+        random.Random(seed).shuffle(order)
+        test = [train[i] for i in order[-data.test_size:]]
+        train = [train[i] for i in order[:-data.test_size]]
+    if data.train_size:
+        train = train[:data.train_size]
+    return train, test[:data.test_size]

@@ -1,0 +1,177 @@
+"""The shared loop. Stages `sft` then `rl`; every paper-specific choice is a registered component.
+
+One RL step: sample prompts -> G completions each (batched generate) -> rewards (TRL contract)
+-> weighted sum -> advantage -> [old / reference log-probs] -> ppo_epochs x mini_batches of
+policy loss + regularizers, aggregated -> backward, clip, step. Each rank generates for its
+share of the prompts; rewards are gathered so advantages see the whole batch.
+"""
+from __future__ import annotations
+
+import math
+import time
+
+import torch
+
+from . import algorithms
+from .algorithms.losses import aggregate  # noqa: F401  (re-exported for users)
+from .logprobs import token_logprobs
+from .model import Reference
+from .registry import call_with, get, signature_params
+from .rewards.combine import combine, score
+
+
+class Components:
+    """The recipe's algorithm components, built once, with what each needs from the loop."""
+
+    def __init__(self, recipe, num_rows: int):
+        alg = recipe.algorithm
+        self.advantage = get("advantage", alg.advantage.fn)
+        if isinstance(self.advantage, type):
+            self.advantage = self.advantage(**alg.advantage.params)
+            self.adv_params = {}
+        else:
+            self.adv_params = alg.advantage.params
+        self.loss = get("loss", alg.loss.fn)
+        self.loss_params = alg.loss.params
+        self.aggregation = get("aggregation", alg.loss.aggregation)
+        self.regularizers = [(get("regularizer", r.fn), r.params) for r in alg.regularizers]
+        if alg.kl.beta > 0:
+            self.regularizers.insert(0, (get("regularizer", "kl"),
+                                         {"beta": alg.kl.beta, "estimator": alg.kl.estimator}))
+        wants = {name for fn, _ in self.regularizers for name in signature_params(fn).parameters}
+        self.needs_ref = "ref_logp_NT" in wants
+        self.entropy_grad = "entropy_NT" in wants
+        self.sampler = get("sampler", alg.sampler.fn)(num_rows=num_rows, seed=recipe.train.seed,
+                                                      **alg.sampler.params)
+
+    def stateful(self) -> dict:
+        """Components with `state_dict` (saved in checkpoints)."""
+        items = {"sampler": self.sampler, "advantage": self.advantage}
+        return {k: v for k, v in items.items() if hasattr(v, "state_dict")}
+
+
+def rl_step(ctx, step: int) -> dict:
+    """One RL step; returns the step's metrics."""
+    r, comp, acc = ctx.recipe, ctx.comp, ctx.accelerator
+    B, G, t0 = r.train.prompts_per_step, r.train.group_size, time.perf_counter()
+    idx = comp.sampler.next(B)
+    mine = idx[acc.process_index::acc.num_processes]
+    rows = [ctx.train_rows[i] for i in mine for _ in range(G)]
+    prompts = [ctx.train_prompts[i] for i in mine]
+    rollout = ctx.generate(prompts, repeat=G)
+    rewards_NK = score(ctx.reward_fns, [p for p in prompts for _ in range(G)], rollout.texts, rows, G, step)
+    reward_N = combine(rewards_NK, [f.weight for f in ctx.reward_fns])
+    # Advantages over the whole batch: gather every rank's rewards, keep this rank's slice.
+    all_N = acc.gather(reward_N.to(acc.device)).cpu()
+    rewards_BG = all_N.view(-1, G)
+    rewards_BG = torch.where(torch.isnan(rewards_BG), rewards_BG.nanmean(1, keepdim=True), rewards_BG)
+    adv_BG = call_with(comp.advantage, {"rewards_BGK": None, "group_size": G, "step": step},
+                       comp.adv_params, positional=(rewards_BG,))
+    n_mine = len(mine)
+    adv_N = adv_BG.reshape(acc.num_processes, n_mine * G)[acc.process_index].to(acc.device)
+    metrics = update(ctx, rollout, adv_N, step)
+    all_K = acc.gather(rewards_NK.to(acc.device)).cpu()
+    metrics.update({
+        "reward_mean": all_N.nanmean().item(), "reward_std": _nanstd(all_N),
+        **{f"reward/{f.name}": all_K[:, k].nanmean().item() for k, f in enumerate(ctx.reward_fns)},
+        "completion_len": rollout.completion_mask_NT.sum(1).float().mean().item(),
+        "truncated_frac": rollout.truncated_N.float().mean().item(),
+        "lr": ctx.scheduler.get_last_lr()[0], "step_time": time.perf_counter() - t0})
+    ctx.scheduler.step()
+    return metrics
+
+
+def _nanstd(x: torch.Tensor) -> float:
+    x = x[~torch.isnan(x)]
+    return x.std().item() if x.numel() > 1 else 0.0
+
+
+@torch.no_grad()
+def _fixed_logprobs(ctx, model, rollout, chunks):
+    out = [token_logprobs(model, *_tensors(rollout, c), ctx.recipe.generation.temperature)[0]
+           for c in chunks]
+    return torch.cat(out)
+
+
+def _tensors(rollout, idx):
+    return (rollout.prompt_ids_NP[idx], rollout.prompt_mask_NP[idx],
+            rollout.completion_ids_NT[idx], rollout.completion_mask_NT[idx])
+
+
+def update(ctx, rollout, adv_N, step: int) -> dict:
+    """ppo_epochs x mini_batches optimizer steps on one rollout; returns averaged metrics."""
+    r, comp, acc = ctx.recipe, ctx.comp, ctx.accelerator
+    N = len(rollout)
+    mini = max(1, N // r.train.mini_batches)
+    micro = r.train.micro_batch_size or mini
+    minibatches = [list(range(s, min(s + mini, N))) for s in range(0, N, mini)]
+    all_micro = [mb[s:s + micro] for mb in minibatches for s in range(0, len(mb), micro)]
+    on_policy = r.train.ppo_epochs == 1 and len(minibatches) == 1
+    unwrapped = acc.unwrap_model(ctx.model)
+    old_NT = None if on_policy else _fixed_logprobs(ctx, unwrapped, rollout, all_micro)
+    ref_NT = None
+    if comp.needs_ref:
+        ref_model, ref_ctx = ctx.reference.context(unwrapped)
+        with ref_ctx:
+            ref_NT = _fixed_logprobs(ctx, ref_model, rollout, all_micro)
+    mask_NT = rollout.completion_mask_NT.float()
+    max_len = r.generation.max_new_tokens
+    sums: dict[str, float] = {}
+    n_updates = 0
+    ctx.model.train()
+    for _ in range(r.train.ppo_epochs):
+        for mb in minibatches:
+            chunks = [mb[s:s + micro] for s in range(0, len(mb), micro)]
+            den = sum(comp.aggregation(torch.zeros_like(mask_NT[c]), mask_NT[c], max_len=max_len)[1]
+                      for c in chunks)
+            loss_total = 0.0
+            for c in chunks:
+                loss, m = micro_loss(ctx, rollout, c, adv_N, old_NT, ref_NT, mask_NT, den, step)
+                loss_total += loss
+                for k, v in m.items():
+                    sums[k] = sums.get(k, 0.0) + float(v) * len(c) / len(mb)
+            if r.train.max_grad_norm:
+                acc.clip_grad_norm_(ctx.params, r.train.max_grad_norm)
+            ctx.optimizer.step()
+            ctx.optimizer.zero_grad(set_to_none=True)
+            sums["loss"] = sums.get("loss", 0.0) + loss_total
+            n_updates += 1
+    return {k: v / n_updates for k, v in sums.items()}
+
+
+def micro_loss(ctx, rollout, idx, adv_N, old_NT, ref_NT, mask_NT, den, step):
+    """Forward + backward of one micro-batch; returns (its share of the loss, metrics)."""
+    r, comp = ctx.recipe, ctx.comp
+    logp_NT, entropy_NT = token_logprobs(ctx.model, *_tensors(rollout, idx), r.generation.temperature,
+                                         entropy="grad" if comp.entropy_grad else "log")
+    old = logp_NT.detach() if old_NT is None else old_NT[idx]
+    inputs = {"logp_NT": logp_NT, "old_logp_NT": old, "adv_N": adv_N[idx], "mask_NT": mask_NT[idx],
+              "ref_logp_NT": None if ref_NT is None else ref_NT[idx], "entropy_NT": entropy_NT,
+              "step": step, "total_steps": r.train.steps}
+    loss_NT, metrics = call_with(comp.loss, inputs, comp.loss_params)
+    for fn, params in comp.regularizers:
+        term_NT, m = call_with(fn, inputs, params)
+        loss_NT = loss_NT + term_NT
+        metrics.update(m)
+    num, _ = comp.aggregation(loss_NT, mask_NT[idx], max_len=r.generation.max_new_tokens)
+    loss = num / den
+    ctx.accelerator.backward(loss)
+    with torch.no_grad():
+        m = mask_NT[idx]
+        metrics["entropy"] = (entropy_NT.detach() * m).sum() / m.sum().clamp(min=1)
+    return loss.item(), {k: (v.item() if torch.is_tensor(v) else v) for k, v in metrics.items()}
+
+
+def lr_lambda(train):
+    """Linear warmup over `warmup_steps` RL steps, then constant or cosine to 0 at `steps`."""
+    def f(step: int) -> float:
+        if step < train.warmup_steps:
+            return (step + 1) / train.warmup_steps
+        if train.schedule == "constant":
+            return 1.0
+        span = max(1, train.steps - train.warmup_steps)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - train.warmup_steps) / span)))
+    return f
+
+
+__all__ = ["Components", "rl_step", "update", "lr_lambda", "algorithms", "Reference"]

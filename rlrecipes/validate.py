@@ -1,0 +1,58 @@
+"""Checks that need the registries but no model: component names, their parameters, the data
+source and cross-field rules. Called by `load_recipe` and so by every CLI command."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .algorithms import ADVANTAGE_INPUTS, LOSS_INPUTS, REGULARIZER_INPUTS
+from .errors import UserError, did_you_mean
+from .registry import check_params, get, names
+from .rewards.combine import LOOP_ARGS
+from .tasks.loaders import check_source
+
+
+def check_components(recipe) -> None:
+    alg = recipe.algorithm
+    check_params("task", recipe.data.task, recipe.data.params, "data.params")
+    for i, reward in enumerate(recipe.rewards):
+        check_params("reward", reward.fn, reward.params, f"rewards[{i}]", provided=LOOP_ARGS,
+                     require=False)
+    check_params("advantage", alg.advantage.fn, alg.advantage.params, "algorithm.advantage",
+                 provided=ADVANTAGE_INPUTS)
+    check_params("loss", alg.loss.fn, alg.loss.params, "algorithm.loss", provided=LOSS_INPUTS)
+    if alg.loss.aggregation not in names("aggregation"):
+        raise UserError("algorithm.loss.aggregation", f"unknown aggregation {alg.loss.aggregation!r}",
+                        did_you_mean(alg.loss.aggregation, names("aggregation")))
+    for i, reg in enumerate(alg.regularizers):
+        check_params("regularizer", reg.fn, reg.params, f"algorithm.regularizers[{i}]",
+                     provided=REGULARIZER_INPUTS)
+    check_params("sampler", alg.sampler.fn, alg.sampler.params, "algorithm.sampler",
+                 provided=("num_rows", "seed"))
+    _check_rules(recipe)
+
+
+def _check_rules(recipe) -> None:
+    model, train, ev, gen = recipe.model, recipe.train, recipe.eval, recipe.generation
+    if model.name_or_path != "tiny" and model.name_or_path.startswith((".", "/", "~")):
+        if not Path(model.name_or_path).expanduser().exists():
+            raise UserError("model.name_or_path", f"local model directory not found: {model.name_or_path}")
+    check_source(recipe.data.source)
+    if recipe.data.source == "synthetic":
+        task = get("task", recipe.data.task)
+        if "synthetic" not in vars(task) and not any("synthetic" in vars(c) for c in task.__mro__[:-2]):
+            raise UserError("data.source", f"task {recipe.data.task!r} has no synthetic data",
+                            "give data.source: {hf: ...} or {path: ...}")
+    for k in ev.k:
+        if not 1 <= k <= ev.samples:
+            raise UserError("eval.k", f"k={k} must be between 1 and eval.samples={ev.samples}")
+    if gen.min_new_tokens > gen.max_new_tokens:
+        raise UserError("generation.min_new_tokens", f"{gen.min_new_tokens} exceeds max_new_tokens {gen.max_new_tokens}")
+    n = train.prompts_per_step * train.group_size
+    if n % train.mini_batches:
+        raise UserError("train.mini_batches", f"{train.mini_batches} does not divide the "
+                        f"{n} completions of a step (prompts_per_step x group_size)")
+    if recipe.algorithm.advantage.fn in ("grpo", "dr_grpo") and train.group_size < 2:
+        raise UserError("train.group_size", "group-relative advantages need group_size >= 2")
+    for i, stage in enumerate(recipe.stages):
+        if stage.kind == "sft" and not stage.steps:
+            raise UserError(f"stages[{i}].steps", "an sft stage needs steps > 0")
