@@ -38,7 +38,7 @@ class Paper(Strict):
 
 
 class Fidelity(Strict):
-    status: Literal["working", "recon", "unverified", "out-of-scope", "not-yet"] = "working"
+    status: Literal["working", "partial", "recon", "unverified", "out-of-scope", "not-yet"] = "working"
     notes: str = ""
 
 
