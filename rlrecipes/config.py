@@ -8,11 +8,12 @@ Every failure is a `UserError` naming the file and the dotted field.
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import UserError, did_you_mean
 
@@ -162,8 +163,8 @@ class Recipe(Strict):
     sources: dict[str, str] = {}
     model: ModelConfig
     data: DataConfig
-    stages: list[Stage] = [Stage(kind="rl")]
-    rewards: list[Reward]
+    stages: list[Stage] = Field([Stage(kind="rl")], min_length=1)
+    rewards: list[Reward] = Field(min_length=1)
     algorithm: Algorithm = Algorithm()
     train: Train = Train()
     generation: Generation = Generation()
@@ -172,14 +173,13 @@ class Recipe(Strict):
     expect: Expect = Expect()
     presets: dict[str, dict[str, Any]] = {}
 
-    @model_validator(mode="after")
-    def _one_rl_stage_last(self):
-        kinds = [s.kind for s in self.stages]
-        if kinds.count("rl") > 1 or (kinds and kinds[-1] != "rl" and "rl" in kinds):
+    @field_validator("stages")
+    @classmethod
+    def _one_rl_stage_last(cls, stages):
+        kinds = [s.kind for s in stages]
+        if kinds.count("rl") > 1 or ("rl" in kinds and kinds[-1] != "rl"):
             raise ValueError("at most one rl stage, and it must be the last")
-        if not self.rewards and "rl" in kinds:
-            raise ValueError("an rl stage needs at least one reward")
-        return self
+        return stages
 
 
 # ----------------------------------------------------------------------------- loading
@@ -220,7 +220,8 @@ def apply_override(raw: dict, override: str) -> dict:
 def _pydantic_error(exc: ValidationError) -> UserError:
     err = exc.errors()[0]
     loc = [str(x) for x in err["loc"] if not str(x).startswith("function-after")]
-    where = ".".join(loc) or "<recipe>"
+    where = ".".join(loc).replace(".[", "[") or "<recipe>"
+    where = re.sub(r"\.(\d+)(?=\.|$)", r"[\1]", where)
     if err["type"] == "extra_forbidden":
         parent = Recipe
         for part in loc[:-1]:
@@ -230,7 +231,7 @@ def _pydantic_error(exc: ValidationError) -> UserError:
     if err["type"] == "missing":
         return UserError(where, "required field is missing")
     msg = err["msg"].removeprefix("Value error, ")
-    if "input" in err and err["type"] not in ("model_type", "dict_type"):
+    if "input" in err and isinstance(err["input"], (str, int, float, bool)):
         msg += f", got {err['input']!r}"
     return UserError(where, msg)
 

@@ -85,7 +85,7 @@ def check_params(kind: str, name: str, params: dict, field: str, provided: tuple
     them, and they need no value in the YAML. A `**kwargs` catch-all does not make a typo valid.
     With `require`, parameters without a default must be given.
     """
-    obj = get(kind, name, field)
+    obj = get(kind, name, f"{field}.fn")
     sig = signature_params(obj)
     settable = {p.name for p in sig.parameters.values()
                 if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name not in provided}

@@ -13,6 +13,7 @@ from .tasks.loaders import check_source
 
 def check_components(recipe) -> None:
     alg = recipe.algorithm
+    get("task", recipe.data.task, "data.task")
     check_params("task", recipe.data.task, recipe.data.params, "data.params")
     for i, reward in enumerate(recipe.rewards):
         check_params("reward", reward.fn, reward.params, f"rewards[{i}]", provided=LOOP_ARGS,
