@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -148,7 +149,7 @@ def train(recipe: Path, preset: Optional[str] = PRESET, override: Optional[List[
         err_console.print("interrupted: the adapter so far is in the run directory's final/")
         raise typer.Exit(130)
     ev = summary["eval"]
-    if "start" in ev and "end" in ev:
+    if "start" in ev and "end" in ev and os.environ.get("RANK", "0") == "0":
         console.print(f"pass@1 {ev['start']['pass@1']:.3f} -> {ev['end']['pass@1']:.3f} "
                       f"(±{ev['end']['pass@1_ci']:.3f}); summary: {summary['run_dir']}/summary.json")
 

@@ -204,6 +204,8 @@ def apply_override(raw: dict, override: str) -> dict:
         value = yaml.safe_load(text) if text.strip() else ""
     except yaml.YAMLError as exc:
         raise UserError(f"-o {override}", f"value is not valid YAML: {exc.problem}") from exc
+    if isinstance(value, str) and re.fullmatch(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+", value.strip()):
+        value = float(value)  # YAML 1.1 reads 1e-5 (no dot) as a string
     parts = key.strip().split(".")
     node = raw
     for i, part in enumerate(parts[:-1]):

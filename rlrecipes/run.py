@@ -85,7 +85,7 @@ def train(recipe, output_dir: str | None = None, say=print) -> dict:
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
-    acc = Accelerator()
+    acc = Accelerator(cpu=not torch.cuda.is_available())  # cpu=True lets torchrun on CPU use gloo
     set_seed(recipe.train.seed)
     run_dir = make_run_dir(recipe, output_dir, acc)
     main = acc.is_main_process
@@ -155,4 +155,15 @@ def rl_stage(ctx, base_path: str, run_dir: Path) -> dict:
         if acc.is_main_process:
             save_pretrained(acc.unwrap_model(ctx.model), ctx.tokenizer, run_dir / "final")
     evals["end"] = run_eval(ctx, ctx.model, "end")
+    if acc.num_processes > 1:  # lets a user (and the tests) confirm that the ranks agree
+        (run_dir / f"rank-{acc.process_index}.json").write_text(
+            json.dumps({"trainable_checksum": weight_checksum(ctx.params)}))
     return evals
+
+
+def weight_checksum(params) -> str:
+    import hashlib
+    h = hashlib.sha256()
+    for p in params:
+        h.update(p.detach().float().cpu().numpy().tobytes())
+    return h.hexdigest()
