@@ -16,6 +16,7 @@ import torch
 import yaml
 
 from .config import to_dict
+from .errors import UserError
 from .evaluate import evaluate
 from .model import Reference, load_policy, load_tokenizer, resolve_path, save_pretrained
 from .progress import StepProgress
@@ -86,6 +87,9 @@ def train(recipe, output_dir: str | None = None, say=print) -> dict:
     from accelerate.utils import set_seed
 
     acc = Accelerator(cpu=not torch.cuda.is_available())  # cpu=True lets torchrun on CPU use gloo
+    if recipe.train.prompts_per_step % acc.num_processes:
+        raise UserError("train.prompts_per_step", f"{recipe.train.prompts_per_step} prompts do not split "
+                        f"evenly over {acc.num_processes} processes", "make it a multiple of the process count")
     set_seed(recipe.train.seed)
     run_dir = make_run_dir(recipe, output_dir, acc)
     main = acc.is_main_process
