@@ -57,6 +57,7 @@ class TinyConfig(Strict):
     heads: int = Field(4, gt=0)
     kv_heads: int = Field(2, gt=0)
     intermediate_size: int = Field(256, gt=0)
+    vocab_size: int | None = Field(None, gt=0)   # pad the embedding (e.g. 151936 for Qwen-shaped benchmarks)
     seed: int = 0
 
 
@@ -142,6 +143,7 @@ class Eval(Strict):
     temperature: float | None = Field(None, gt=0)
     limit: int | None = Field(None, gt=0)
     at_start: bool = True
+    at_end: bool = True
 
 
 class Checkpoint(Strict):

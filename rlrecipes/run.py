@@ -158,7 +158,8 @@ def rl_stage(ctx, base_path: str, run_dir: Path) -> dict:
             log.close()
         if acc.is_main_process:
             save_pretrained(acc.unwrap_model(ctx.model), ctx.tokenizer, run_dir / "final")
-    evals["end"] = run_eval(ctx, ctx.model, "end")
+    if r.eval.at_end:
+        evals["end"] = run_eval(ctx, ctx.model, "end")
     if acc.num_processes > 1:  # lets a user (and the tests) confirm that the ranks agree
         (run_dir / f"rank-{acc.process_index}.json").write_text(
             json.dumps({"trainable_checksum": weight_checksum(ctx.params)}))

@@ -35,10 +35,11 @@ def build_tokenizer() -> PreTrainedTokenizerFast:
 
 
 def build_model(tokenizer, hidden_size=64, layers=2, heads=4, kv_heads=2, intermediate_size=256,
-                seed=0) -> Qwen2ForCausalLM:
-    """A randomly initialised Qwen2 model; the same arguments give the same weights."""
+                vocab_size=None, seed=0) -> Qwen2ForCausalLM:
+    """A randomly initialised Qwen2 model; the same arguments give the same weights.
+    `vocab_size` larger than the tokenizer pads the embedding, as real Qwen checkpoints do."""
     config = Qwen2Config(
-        vocab_size=len(tokenizer), hidden_size=hidden_size, num_hidden_layers=layers,
+        vocab_size=max(vocab_size or 0, len(tokenizer)), hidden_size=hidden_size, num_hidden_layers=layers,
         num_attention_heads=heads, num_key_value_heads=kv_heads, intermediate_size=intermediate_size,
         max_position_embeddings=512, tie_word_embeddings=True, rope_theta=10000.0,
         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
@@ -60,6 +61,7 @@ def tiny_path(**shape) -> Path:
 
     Loading through a directory lets the tiny model take the same path as a real one
     (`from_pretrained`, 4-bit quantisation for QLoRA)."""
+    shape = {k: v for k, v in shape.items() if v is not None}
     key = hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()[:12]
     path = cache_dir() / f"tiny-{key}"
     if not (path / "config.json").exists():

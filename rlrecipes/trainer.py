@@ -58,7 +58,9 @@ def rl_step(ctx, step: int) -> dict:
     mine = idx[acc.process_index::acc.num_processes]
     rows = [ctx.train_rows[i] for i in mine for _ in range(G)]
     prompts = [ctx.train_prompts[i] for i in mine]
+    t_gen = time.perf_counter()
     rollout = ctx.generate(prompts, repeat=G)
+    gen_time = time.perf_counter() - t_gen
     rewards_NK = score(ctx.reward_fns, [p for p in prompts for _ in range(G)], rollout.texts, rows, G, step)
     reward_N = combine(rewards_NK, [f.weight for f in ctx.reward_fns])
     # Advantages over the whole batch: gather every rank's rewards, keep this rank's slice.
@@ -76,7 +78,10 @@ def rl_step(ctx, step: int) -> dict:
         **{f"reward/{f.name}": all_K[:, k].nanmean().item() for k, f in enumerate(ctx.reward_fns)},
         "completion_len": rollout.completion_mask_NT.sum(1).float().mean().item(),
         "truncated_frac": rollout.truncated_N.float().mean().item(),
-        "lr": ctx.scheduler.get_last_lr()[0], "step_time": time.perf_counter() - t0})
+        "lr": ctx.scheduler.get_last_lr()[0], "step_time": time.perf_counter() - t0,
+        "gen_tokens_per_s": rollout.completion_mask_NT.sum().item() / gen_time})
+    if torch.cuda.is_available():
+        metrics["gpu_mem_peak_gb"] = torch.cuda.max_memory_allocated() / 2**30
     ctx.scheduler.step()
     return metrics
 

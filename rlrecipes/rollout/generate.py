@@ -70,7 +70,8 @@ def generate(model, tokenizer, prompts: list[str], gen, device, repeat: int = 1)
 def decode(tokenizer, completion_NT, mask_NT) -> list[str]:
     """Completion texts without EOS/pad but with every other special token (tags are content)."""
     drop = {tokenizer.eos_token_id, tokenizer.pad_token_id}
+    known = len(tokenizer)  # padded embedding rows (real Qwen checkpoints have some) decode to nothing
     rows = []
     for ids, m in zip(completion_NT.tolist(), mask_NT.tolist()):
-        rows.append([t for t, keep in zip(ids, m) if keep and t not in drop])
+        rows.append([t for t, keep in zip(ids, m) if keep and t not in drop and t < known])
     return tokenizer.batch_decode(rows, skip_special_tokens=False)

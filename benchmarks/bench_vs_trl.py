@@ -1,0 +1,150 @@
+"""rlrecipes vs TRL's GRPOTrainer on an identical tiny config, each in its own subprocess.
+
+Same model (the tiny Qwen2 of the given shape, same init), 16 prompts x 8 completions per step,
+fixed-length generation (min_new_tokens = max_new_tokens = 16, so both do the same work),
+beta 0.04 (both compute reference log-probs), one update per step, full fine-tune and LoRA.
+Prints completions/s (steady state: the first step is a warm-up and not timed) and peak RSS of
+each process, and the ratios rlrecipes / TRL. Not a test: numbers vary by machine.
+
+    python benchmarks/bench_vs_trl.py [--steps 6] [--hidden 64 --layers 2] [--device cpu|cuda]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+B, G, T = 16, 8, 16
+
+
+def shape(args) -> dict:
+    heads = args.heads or max(2, args.hidden // 32)
+    return dict(hidden_size=args.hidden, layers=args.layers, heads=heads,
+                kv_heads=args.kv_heads or max(1, heads // 2),
+                intermediate_size=args.intermediate or args.hidden * 4, vocab_size=args.vocab, seed=0)
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KB
+
+
+def run_ours(args, mode: str, out_dir: Path) -> dict:
+    from rlrecipes.config import load_recipe
+    from rlrecipes.run import train
+    s = {k: v for k, v in shape(args).items() if v is not None}
+    overrides = [
+        "model.name_or_path=tiny", f"model.tiny={json.dumps(s)}", f"model.adapter={mode}",
+        "stages=[{kind: rl}]", "rewards=[{fn: accuracy}]", "data.test_size=16",
+        f"train.steps={args.steps}", f"train.prompts_per_step={B}", f"train.group_size={G}",
+        "train.lr=1.0e-5", "train.micro_batch_size=null", "algorithm.kl.beta=0.04",
+        "algorithm.loss.aggregation=seq_mean_token_mean",
+        f"generation.max_new_tokens={T}", f"generation.min_new_tokens={T}",
+        "eval.at_start=false", "eval.samples=1", "eval.k=[1]", "eval.limit=16",
+        f"model.dtype={'bfloat16' if args.device == 'cuda' else 'float32'}"]
+    recipe = load_recipe("recipes/grpo.yaml", None, overrides)
+    train(recipe, str(out_dir / "ours"), say=lambda *a, **k: None)
+    steps = [json.loads(line) for line in (out_dir / "ours" / "metrics.jsonl").read_text().splitlines()]
+    timed = sum(m["step_time"] for m in steps[1:])
+    return {"completions_per_s": (len(steps) - 1) * B * G / timed}
+
+
+def run_trl(args, mode: str, out_dir: Path) -> dict:
+    import datasets
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+    from trl import GRPOConfig, GRPOTrainer
+
+    from rlrecipes.rewards.math import accuracy
+    from rlrecipes.tasks.arith import Arith
+    from rlrecipes.tiny import tiny_path
+
+    path = tiny_path(**shape(args))
+    rows = Arith().synthetic("train", B * (args.steps + 1), seed=0)
+    data = datasets.Dataset.from_list([{"prompt": r["prompt"], "answer": r["answer"]} for r in rows])
+    dtype = torch.bfloat16 if args.device == "cuda" else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    peft_config = None
+    if mode == "lora":
+        from peft import LoraConfig
+        peft_config = LoraConfig(r=16, lora_alpha=32, target_modules="all-linear", task_type="CAUSAL_LM")
+    config = GRPOConfig(
+        output_dir=str(out_dir / "trl"), per_device_train_batch_size=B * G, num_generations=G,
+        gradient_accumulation_steps=1, max_completion_length=T, learning_rate=1e-5, beta=0.04,
+        max_steps=args.steps, logging_steps=1, report_to="none", save_strategy="no",
+        use_cpu=args.device == "cpu", bf16=args.device == "cuda", temperature=1.0,
+        generation_kwargs={"min_new_tokens": T}, seed=0, disable_tqdm=True)
+    ends: list[float] = []
+
+    class Clock(TrainerCallback):
+        def on_step_end(self, *a, **k):
+            ends.append(time.perf_counter())
+
+    trainer = GRPOTrainer(model=model, reward_funcs=accuracy, args=config, train_dataset=data,
+                          processing_class=AutoTokenizer.from_pretrained(path), peft_config=peft_config,
+                          callbacks=[Clock()])
+    trainer.train()
+    return {"completions_per_s": (len(ends) - 1) * B * G / (ends[-1] - ends[0])}
+
+
+def worker(args) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        fn = run_ours if args.worker == "rlrecipes" else run_trl
+        result = fn(args, args.mode, Path(tmp))
+    result["peak_rss_mb"] = peak_rss_mb()
+    print("RESULT " + json.dumps(result))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--steps", type=int, default=6)
+    p.add_argument("--hidden", type=int, default=64)
+    p.add_argument("--layers", type=int, default=2)
+    p.add_argument("--heads", type=int, default=None)
+    p.add_argument("--kv-heads", type=int, default=None)
+    p.add_argument("--intermediate", type=int, default=None)
+    p.add_argument("--vocab", type=int, default=None, help="pad the embedding to this size")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--modes", default="none,lora", help="adapters to compare: none (full) and/or lora")
+    p.add_argument("--json", type=Path, help="also write the results here")
+    p.add_argument("--worker", choices=["rlrecipes", "trl"], help=argparse.SUPPRESS)
+    p.add_argument("--mode", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.worker:
+        return worker(args)
+    results = {}
+    for mode in args.modes.split(","):
+        for impl in ("rlrecipes", "trl"):
+            cmd = [sys.executable, __file__, "--worker", impl, "--mode", mode, "--steps", str(args.steps),
+                   "--hidden", str(args.hidden), "--layers", str(args.layers), "--device", args.device]
+            for flag in ("heads", "kv_heads", "intermediate", "vocab"):
+                if getattr(args, flag) is not None:
+                    cmd += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
+            proc = subprocess.run(cmd, capture_output=True, text=True, cwd=Path(__file__).parents[1])
+            line = next((l for l in proc.stdout.splitlines() if l.startswith("RESULT ")), None)
+            if proc.returncode or line is None:
+                sys.exit(f"{impl} ({mode}) failed:\n{proc.stderr[-3000:]}")
+            results[f"{impl}/{mode}"] = json.loads(line[7:])
+    print(f"B={B} prompts x G={G} completions x T={T} tokens, {args.steps} steps "
+          f"(first untimed), hidden={args.hidden} layers={args.layers}, device={args.device}")
+    print(f"{'mode':6} {'impl':10} {'compl/s':>10} {'peak RSS MB':>12}")
+    summary = {"config": vars(args) | {"B": B, "G": G, "T": T}, "results": results, "ratios": {}}
+    for mode in args.modes.split(","):
+        ours, trl = results[f"rlrecipes/{mode}"], results[f"trl/{mode}"]
+        for impl, r in (("rlrecipes", ours), ("trl", trl)):
+            print(f"{mode:6} {impl:10} {r['completions_per_s']:10.1f} {r['peak_rss_mb']:12.0f}")
+        ratio = {"speed": ours["completions_per_s"] / trl["completions_per_s"],
+                 "rss": ours["peak_rss_mb"] / trl["peak_rss_mb"]}
+        summary["ratios"][mode] = ratio
+        print(f"{mode:6} ratio      speed x{ratio['speed']:.2f} (target >= 1.5)   "
+              f"peak RSS x{ratio['rss']:.2f} (target <= 0.8)")
+    if args.json:
+        args.json.write_text(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    main()
