@@ -3,8 +3,8 @@
 Same model (the tiny Qwen2 of the given shape, same init), 16 prompts x 8 completions per step,
 fixed-length generation (min_new_tokens = max_new_tokens = 16, so both do the same work),
 beta 0.04 (both compute reference log-probs), one update per step, full fine-tune and LoRA.
-Prints completions/s (steady state: the first step is a warm-up and not timed) and peak RSS of
-each process, and the ratios rlrecipes / TRL. Not a test: numbers vary by machine.
+Prints completions/s (B*G over the median step time; the first step is a warm-up and not
+timed) and peak RSS of each process, and the ratios rlrecipes / TRL. Not a test: numbers vary by machine.
 
     python benchmarks/bench_vs_trl.py [--steps 6] [--hidden 64 --layers 2] [--device cpu|cuda]
 """
@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -49,8 +50,7 @@ def run_ours(args, mode: str, out_dir: Path) -> dict:
     recipe = load_recipe("recipes/grpo.yaml", None, overrides)
     train(recipe, str(out_dir / "ours"), say=lambda *a, **k: None)
     steps = [json.loads(line) for line in (out_dir / "ours" / "metrics.jsonl").read_text().splitlines()]
-    timed = sum(m["step_time"] for m in steps[1:])
-    return {"completions_per_s": (len(steps) - 1) * B * G / timed}
+    return {"completions_per_s": B * G / statistics.median(m["step_time"] for m in steps[1:])}
 
 
 def run_trl(args, mode: str, out_dir: Path) -> dict:
@@ -88,7 +88,7 @@ def run_trl(args, mode: str, out_dir: Path) -> dict:
                           processing_class=AutoTokenizer.from_pretrained(path), peft_config=peft_config,
                           callbacks=[Clock()])
     trainer.train()
-    return {"completions_per_s": (len(ends) - 1) * B * G / (ends[-1] - ends[0])}
+    return {"completions_per_s": B * G / statistics.median(b - a for a, b in zip(ends, ends[1:]))}
 
 
 def worker(args) -> None:
@@ -97,6 +97,20 @@ def worker(args) -> None:
         result = fn(args, args.mode, Path(tmp))
     result["peak_rss_mb"] = peak_rss_mb()
     print("RESULT " + json.dumps(result))
+
+
+def run_worker(args, impl: str, mode: str) -> dict:
+    """One measurement in a fresh subprocess (so imports and peak RSS are its own)."""
+    cmd = [sys.executable, __file__, "--worker", impl, "--mode", mode, "--steps", str(args.steps),
+           "--hidden", str(args.hidden), "--layers", str(args.layers), "--device", args.device]
+    for flag in ("heads", "kv_heads", "intermediate", "vocab"):
+        if getattr(args, flag) is not None:
+            cmd += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=Path(__file__).parents[1])
+    line = next((l for l in proc.stdout.splitlines() if l.startswith("RESULT ")), None)
+    if proc.returncode or line is None:
+        sys.exit(f"{impl} ({mode}) failed:\n{proc.stderr[-3000:]}")
+    return json.loads(line[7:])
 
 
 def main() -> None:
@@ -110,6 +124,8 @@ def main() -> None:
     p.add_argument("--vocab", type=int, default=None, help="pad the embedding to this size")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--modes", default="none,lora", help="adapters to compare: none (full) and/or lora")
+    p.add_argument("--repeats", type=int, default=3,
+                   help="runs per (impl, mode), interleaved; the fastest counts (host noise only slows)")
     p.add_argument("--json", type=Path, help="also write the results here")
     p.add_argument("--worker", choices=["rlrecipes", "trl"], help=argparse.SUPPRESS)
     p.add_argument("--mode", help=argparse.SUPPRESS)
@@ -117,22 +133,17 @@ def main() -> None:
     if args.worker:
         return worker(args)
     results = {}
-    for mode in args.modes.split(","):
-        for impl in ("rlrecipes", "trl"):
-            cmd = [sys.executable, __file__, "--worker", impl, "--mode", mode, "--steps", str(args.steps),
-                   "--hidden", str(args.hidden), "--layers", str(args.layers), "--device", args.device]
-            for flag in ("heads", "kv_heads", "intermediate", "vocab"):
-                if getattr(args, flag) is not None:
-                    cmd += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
-            proc = subprocess.run(cmd, capture_output=True, text=True, cwd=Path(__file__).parents[1])
-            line = next((l for l in proc.stdout.splitlines() if l.startswith("RESULT ")), None)
-            if proc.returncode or line is None:
-                sys.exit(f"{impl} ({mode}) failed:\n{proc.stderr[-3000:]}")
-            results[f"{impl}/{mode}"] = json.loads(line[7:])
-    print(f"B={B} prompts x G={G} completions x T={T} tokens, {args.steps} steps "
-          f"(first untimed), hidden={args.hidden} layers={args.layers}, device={args.device}")
+    for _, mode, impl in [(r, m, i) for r in range(args.repeats) for m in args.modes.split(",")
+                          for i in ("rlrecipes", "trl")]:
+        new, key = run_worker(args, impl, mode), f"{impl}/{mode}"
+        old = results.setdefault(key, new)
+        results[key] = {"completions_per_s": max(old["completions_per_s"], new["completions_per_s"]),
+                        "peak_rss_mb": min(old["peak_rss_mb"], new["peak_rss_mb"])}
+    print(f"B={B} prompts x G={G} completions x T={T} tokens, {args.steps} steps (first untimed), "
+          f"best of {args.repeats} runs, hidden={args.hidden} layers={args.layers}, device={args.device}")
     print(f"{'mode':6} {'impl':10} {'compl/s':>10} {'peak RSS MB':>12}")
-    summary = {"config": vars(args) | {"B": B, "G": G, "T": T}, "results": results, "ratios": {}}
+    config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    summary = {"config": config | {"B": B, "G": G, "T": T}, "results": results, "ratios": {}}
     for mode in args.modes.split(","):
         ours, trl = results[f"rlrecipes/{mode}"], results[f"trl/{mode}"]
         for impl, r in (("rlrecipes", ours), ("trl", trl)):
