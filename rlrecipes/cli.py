@@ -131,27 +131,94 @@ def validate(recipes: List[Path], preset: Optional[str] = PRESET, override: Opti
 @guarded
 def train(recipe: Path, preset: Optional[str] = PRESET, override: Optional[List[str]] = OVERRIDE,
           output_dir: Optional[str] = typer.Option(None, "--output-dir", help="run directory (default runs/<name>-<time>)"),
-          seed: Optional[int] = typer.Option(None, help="shorthand for -o train.seed=N")):
+          seed: Optional[int] = typer.Option(None, help="shorthand for -o train.seed=N"),
+          resume: Optional[str] = typer.Option(None, "--resume", is_flag=False, flag_value="latest",
+                                               help="continue a run: --resume (newest run of this recipe) or --resume RUN_DIR")):
     """Train a recipe: its SFT stage (if any), then RL, with eval before and after.
 
     Examples:\n
       rlrecipes train recipes/grpo.yaml --preset tiny\n
       rlrecipes train recipes/grpo.yaml -o train.steps=500 -o model.adapter=qlora\n
+      rlrecipes train recipes/grpo.yaml --preset tiny --resume runs/grpo-20261127-1200\n
       accelerate launch --multi_gpu --num_processes 4 -m rlrecipes train recipes/grpo.yaml
     """
     from .config import load_recipe
+    from .run import TrainingStopped
     from .run import train as run_train
     overrides = list(override or []) + ([f"train.seed={seed}"] if seed is not None else [])
     r = load_recipe(recipe, preset, overrides)
+    if resume and output_dir:
+        raise UserError("--output-dir", "cannot be combined with --resume (the run directory is reused)")
     try:
-        summary = run_train(r, output_dir, say=console.print)
-    except KeyboardInterrupt:
-        err_console.print("interrupted: the adapter so far is in the run directory's final/")
-        raise typer.Exit(130)
+        summary = run_train(r, output_dir, say=console.print, resume=resume, recipe_path=str(recipe))
+    except TrainingStopped as stop:
+        err_console.print(f"[bold yellow]stopped:[/] {stop}", highlight=False, soft_wrap=True)
+        raise typer.Exit(stop.exit_code)
     ev = summary["eval"]
     if "start" in ev and "end" in ev and os.environ.get("RANK", "0") == "0":
         console.print(f"pass@1 {ev['start']['pass@1']:.3f} -> {ev['end']['pass@1']:.3f} "
                       f"(±{ev['end']['pass@1_ci']:.3f}); summary: {summary['run_dir']}/summary.json")
+
+
+@app.command("eval")
+@guarded
+def eval_cmd(target: Path = typer.Argument(..., help="a run directory or a recipe file"),
+             checkpoint: str = typer.Option("latest", help="latest | best | final | step-000050 | base"),
+             preset: Optional[str] = PRESET, override: Optional[List[str]] = OVERRIDE,
+             samples: Optional[int] = typer.Option(None, help="completions per problem (default eval.samples)"),
+             k: Optional[str] = typer.Option(None, help="comma-separated k for pass@k / maj@k, e.g. 1,4,16"),
+             split: str = typer.Option("test", help="test | train"),
+             limit: Optional[int] = typer.Option(None, help="evaluate only the first N problems"),
+             compare: Optional[str] = typer.Option(None, help="base: also evaluate the adapter-disabled model"),
+             as_json: bool = typer.Option(False, "--json", help="print the result as JSON")):
+    """Evaluate a checkpoint: mean@n, unbiased pass@k, maj@k with 95% intervals.
+
+    Examples:\n
+      rlrecipes eval runs/grpo-20261127-1200 --checkpoint best --compare base\n
+      rlrecipes eval recipes/grpo.yaml --preset tiny --checkpoint base --samples 16 --k 1,4,16
+    """
+    from .evalrun import run_eval_command
+    if split not in ("test", "train"):
+        raise UserError("--split", f"{split!r} is not a split", "valid: test, train")
+    if compare not in (None, "base"):
+        raise UserError("--compare", f"{compare!r} is not supported", "valid: base")
+    try:
+        ks = [int(x) for x in k.split(",")] if k else None
+    except ValueError:
+        raise UserError("--k", f"{k!r} is not a comma-separated list of integers") from None
+    result = run_eval_command(target, checkpoint, preset, override or [], samples, ks, split, limit, compare)
+    if as_json:
+        print(json.dumps(result, indent=2))
+        return
+    table = Table(title=f"{target} — {checkpoint} ({result['problems']} problems × {result['samples']} samples, {split})")
+    table.add_column("metric")
+    table.add_column(checkpoint)
+    if "base" in result:
+        table.add_column("base")
+        table.add_column("gain")
+    for name in [key for key in result if "@" in key and not key.endswith("_ci")]:
+        row = [name, f"{result[name]:.3f} ± {result[name + '_ci']:.3f}"]
+        if "base" in result:
+            row += [f"{result['base'][name]:.3f} ± {result['base'][name + '_ci']:.3f}",
+                    f"{result['gain'][name]:+.3f} ± {result['gain'][name + '_ci']:.3f}"]
+        table.add_row(*row)
+    console.print(table)
+    if "written" in result:
+        console.print(f"written: {result['written']}")
+
+
+@app.command()
+@guarded
+def plot(run_dir: Path):
+    """Redraw a run's plots/ (reward, KL, completion length, loss, eval curves) from metrics.jsonl.
+
+    Example: rlrecipes plot runs/grpo-20261127-1200
+    """
+    from .plots import draw
+    if not (run_dir / "metrics.jsonl").is_file():
+        raise UserError(str(run_dir), "no metrics.jsonl here", "pass a run directory")
+    for path in draw(run_dir):
+        console.print(f"wrote {path}")
 
 
 def run():  # pragma: no cover - console entry used by `python -m`

@@ -125,7 +125,7 @@ class Train(Strict):
     weight_decay: float = Field(0.0, ge=0)
     betas: tuple[float, float] = (0.9, 0.999)
     max_grad_norm: float | None = Field(1.0, gt=0)
-    log_every: int = Field(1, gt=0)
+    max_skipped_steps: int = Field(3, gt=0)   # stop after this many consecutive non-finite steps
 
 
 class Generation(Strict):
@@ -149,7 +149,8 @@ class Eval(Strict):
 class Checkpoint(Strict):
     every: int = Field(0, ge=0)
     keep_last: int = Field(2, gt=0)
-    best_metric: str | None = None
+    best_metric: str | None = None            # e.g. eval/pass@1: selects checkpoints/best
+    best_mode: Literal["max", "min"] = "max"
 
 
 class Expect(Strict):

@@ -1,9 +1,13 @@
 """Evaluation: sample n completions per problem, judge them with the task, report pass@k.
 
-pass@k is the unbiased estimator of Chen et al. 2021 (arXiv 2107.03374, eq. 1),
-1 - C(n-c, k) / C(n, k), computed in product form so large n cannot overflow. mean@n is the
-average accuracy (the sampled pass@1). Intervals are 95% normal intervals over problems
-(1.96 * sample std / sqrt(P)).
+- mean@n: average accuracy over all n samples (the sampled pass@1).
+- pass@k: the unbiased estimator of Chen et al. 2021 (arXiv 2107.03374, eq. 1),
+  1 - C(n-c, k) / C(n, k), computed in product form so large n cannot overflow.
+- maj@k: majority vote over the answers the task extracts from the first k samples (samples are
+  i.i.d., so the first k are a fair draw). Ties go to the answer that appeared first; samples
+  with no extractable answer do not vote; no vote at all counts as wrong.
+- Intervals: 95% normal intervals over problems, mean ± 1.96 * sample std / sqrt(P); for a
+  comparison, the same interval on the per-problem paired differences.
 """
 from __future__ import annotations
 
@@ -36,24 +40,46 @@ def mean_ci(values: list[float]) -> tuple[float, float]:
     return mean, 1.96 * math.sqrt(var / P)
 
 
-def summarize(correct_PN: list[list[float]], ks: list[int]) -> dict:
-    """Metrics from per-problem lists of per-sample correctness (0/1)."""
+def majority(answers: list) -> object:
+    """The most frequent non-None answer; ties go to the one seen first; None if none."""
+    counts: dict = {}
+    for a in answers:
+        if a is not None:
+            counts[a] = counts.get(a, 0) + 1
+    if not counts:
+        return None
+    top = max(counts.values())
+    return next(a for a in answers if a is not None and counts[a] == top)
+
+
+def per_problem(correct_PN, answers_PN, golds_P, ks, judge) -> dict[str, list[float]]:
+    """Per-problem values of every metric (the inputs of `summarize` and of paired comparisons)."""
     n = len(correct_PN[0])
-    out = {"problems": len(correct_PN), "samples": n}
-    mean, ci = mean_ci([sum(row) / n for row in correct_PN])
-    out["mean@n"], out["mean@n_ci"] = mean, ci
+    out = {"mean@n": [sum(row) / n for row in correct_PN]}
     for k in sorted({1, *ks}):
         if k <= n:
-            mean, ci = mean_ci([pass_at_k(n, int(sum(row)), k) for row in correct_PN])
-            out[f"pass@{k}"], out[f"pass@{k}_ci"] = mean, ci
+            out[f"pass@{k}"] = [pass_at_k(n, int(sum(row)), k) for row in correct_PN]
+            if answers_PN is not None:
+                out[f"maj@{k}"] = [float(judge(majority(ans[:k]), gold))
+                                   for ans, gold in zip(answers_PN, golds_P)]
+    return out
+
+
+def summarize(values: dict[str, list[float]]) -> dict:
+    """{metric: mean, metric_ci: half-width} from per-problem values."""
+    first = next(iter(values.values()))
+    out = {"problems": len(first)}
+    for name, vals in values.items():
+        out[name], out[f"{name}_ci"] = mean_ci(vals)
     return out
 
 
 @torch.no_grad()
 def evaluate(model, tokenizer, task, rows, prompts, samples: int, gen, device, ks=(1,),
-             batch_size: int = 256) -> dict:
-    """Judge `samples` completions of each row with `task.score`; return `summarize`'s metrics."""
-    correct = []
+             batch_size: int = 256, per_problem_out: dict | None = None) -> dict:
+    """Judge `samples` completions of each row with `task.score`; return `summarize`'s metrics.
+    Pass a dict as `per_problem_out` to also get the per-problem values (for comparisons)."""
+    correct, answers = [], []
     per_call = max(1, batch_size // samples)
     for start in range(0, len(rows), per_call):
         chunk_rows, chunk_prompts = rows[start:start + per_call], prompts[start:start + per_call]
@@ -61,4 +87,8 @@ def evaluate(model, tokenizer, task, rows, prompts, samples: int, gen, device, k
         for i, row in enumerate(chunk_rows):
             texts = rollout.texts[i * samples:(i + 1) * samples]
             correct.append([task.score(t, row) for t in texts])
-    return summarize(correct, list(ks))
+            answers.append([task.extract(t) for t in texts])
+    values = per_problem(correct, answers, rows, list(ks), task.check)
+    if per_problem_out is not None:
+        per_problem_out.update(values)
+    return {**summarize(values), "samples": samples}

@@ -119,3 +119,23 @@ class Reference:
 def save_pretrained(model, tokenizer, path: Path) -> None:
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
+
+
+def load_weights(model, path: Path) -> None:
+    """Load weights written by `save_pretrained` back into a live model (adapter or full)."""
+    from safetensors.torch import load_file
+    path = Path(path)
+    if (path / "adapter_model.safetensors").exists():
+        from peft import set_peft_model_state_dict
+        result = set_peft_model_state_dict(model, load_file(path / "adapter_model.safetensors"))
+        if getattr(result, "unexpected_keys", None):
+            raise RuntimeError(f"adapter keys not in the model: {result.unexpected_keys[:3]}")
+        return
+    state = {}
+    for shard in sorted(path.glob("*.safetensors")):
+        state.update(load_file(shard))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    tied = {name for name in missing if name.endswith("lm_head.weight") and model.config.tie_word_embeddings}
+    if set(missing) - tied or unexpected:
+        raise RuntimeError(f"checkpoint does not match the model: missing {sorted(set(missing) - tied)[:3]}, "
+                           f"unexpected {unexpected[:3]}")

@@ -5,9 +5,12 @@ sft-model/ (after an SFT stage), final/ (the trained adapter or model) and summa
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import platform
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -15,6 +18,7 @@ from types import SimpleNamespace
 import torch
 import yaml
 
+from . import checkpoint, plots
 from .config import to_dict
 from .errors import UserError
 from .evaluate import evaluate
@@ -47,7 +51,7 @@ def make_run_dir(recipe, output_dir: str | None, accelerator) -> Path:
     return run_dir
 
 
-def write_manifest(run_dir: Path, recipe, accelerator) -> None:
+def write_manifest(run_dir: Path, recipe, accelerator, recipe_path: str | None = None) -> None:
     import importlib.metadata as md
     versions = {}
     for pkg in ("rlrecipes", "torch", "transformers", "peft", "trl", "accelerate", "bitsandbytes"):
@@ -55,11 +59,24 @@ def write_manifest(run_dir: Path, recipe, accelerator) -> None:
             versions[pkg] = md.version(pkg)
         except md.PackageNotFoundError:
             versions[pkg] = None
-    manifest = {"command": sys.argv, "python": platform.python_version(), "versions": versions,
-                "seed": recipe.train.seed, "device": str(accelerator.device),
-                "processes": accelerator.num_processes}
+    resolved = yaml.safe_dump(to_dict(recipe), sort_keys=False)
+    manifest = {"command": sys.argv, "recipe_path": recipe_path, "python": platform.python_version(),
+                "versions": versions, "git_commit": git_commit(), "seed": recipe.train.seed,
+                "device": str(accelerator.device), "processes": accelerator.num_processes,
+                "recipe_sha256": hashlib.sha256(resolved.encode()).hexdigest()}
     (run_dir / "manifest.json").write_text(json.dumps(manifest, indent=2))
-    (run_dir / "recipe.yaml").write_text(yaml.safe_dump(to_dict(recipe), sort_keys=False))
+    (run_dir / "recipe.yaml").write_text(resolved)
+
+
+def git_commit() -> str | None:
+    """The commit of the rlrecipes checkout, when it is one (None for an installed package)."""
+    import subprocess
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                             text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
 
 
 def run_eval(ctx, model, label: str) -> dict:
@@ -81,8 +98,20 @@ def run_eval(ctx, model, label: str) -> dict:
     return result
 
 
-def train(recipe, output_dir: str | None = None, say=print) -> dict:
-    """Run every stage of `recipe`; returns the summary also written to summary.json."""
+class TrainingStopped(Exception):
+    """The run stopped early but cleanly (signal, non-finite loss); a checkpoint was saved."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def train(recipe, output_dir: str | None = None, say=print, resume: str | None = None,
+          recipe_path: str | None = None) -> dict:
+    """Run every stage of `recipe`; returns the summary also written to summary.json.
+
+    `resume`: a run directory, or "latest" for the newest run of this recipe under runs/.
+    """
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
@@ -90,11 +119,23 @@ def train(recipe, output_dir: str | None = None, say=print) -> dict:
     if recipe.train.prompts_per_step % acc.num_processes:
         raise UserError("train.prompts_per_step", f"{recipe.train.prompts_per_step} prompts do not split "
                         f"evenly over {acc.num_processes} processes", "make it a multiple of the process count")
+    resume_from = None
+    if resume:
+        run_dir = checkpoint.find_run(recipe.name) if resume == "latest" else Path(resume)
+        checkpoint.check_same_recipe(run_dir, recipe)
+        resume_from = checkpoint.latest_checkpoint(run_dir)
+        if resume_from is None:
+            raise UserError(str(run_dir), "no complete checkpoint to resume from", "start a new run")
+        done = json.loads((resume_from / "trainer_state.json").read_text())["step"]
+        if done >= recipe.train.steps:
+            raise UserError("train.steps", f"nothing to do: {run_dir} is at step {done} of "
+                            f"{recipe.train.steps}", f"raise it, e.g. -o train.steps={done * 2}")
+    else:
+        run_dir = make_run_dir(recipe, output_dir, acc)
     set_seed(recipe.train.seed)
-    run_dir = make_run_dir(recipe, output_dir, acc)
     main = acc.is_main_process
-    if main:
-        write_manifest(run_dir, recipe, acc)
+    if main and not resume_from:
+        write_manifest(run_dir, recipe, acc, recipe_path)
     say = say if main else (lambda *a, **k: None)
     task = get("task", recipe.data.task)(**recipe.data.params)
     train_rows, test_rows = load_splits(recipe.data, task, recipe.train.seed)
@@ -104,35 +145,61 @@ def train(recipe, output_dir: str | None = None, say=print) -> dict:
     tokenizer = load_tokenizer(recipe.model, base_path)
     chat = recipe.model.chat_template
     ctx = SimpleNamespace(recipe=recipe, accelerator=acc, task=task, tokenizer=tokenizer, say=say,
-                          train_rows=train_rows, test_rows=test_rows, reward_fns=reward_fns,
+                          run_dir=run_dir, train_rows=train_rows, test_rows=test_rows, reward_fns=reward_fns,
                           train_prompts=format_prompts(tokenizer, [task.prompt(r) for r in train_rows], chat),
                           test_prompts=format_prompts(tokenizer, [task.prompt(r) for r in test_rows], chat))
-    say(f"run directory: {run_dir}")
+    say(f"run directory: {run_dir}" + (f" (resuming from {resume_from.name})" if resume_from else ""))
     for stage in recipe.stages:
         if stage.kind == "sft":
             base_path = str(run_dir / "sft-model")
-            if main:
+            if main and not resume_from:
                 with StepProgress("sft", stage.steps or 0, ("sft_loss",), enabled=main) as bar:
                     run_sft(recipe, stage, resolve_path(recipe.model), tokenizer, task, train_rows,
                             ctx.train_prompts, base_path, acc.device, log=bar.update)
             acc.wait_for_everyone()
-    summary = {"run_dir": str(run_dir), "eval": {}}
-    if any(s.kind == "rl" for s in recipe.stages):
-        summary["eval"] = rl_stage(ctx, base_path, run_dir)
-    summary["status"] = "finished"
-    if main:
-        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    summary = {"run_dir": str(run_dir), "eval": {}, "status": "finished"}
+    try:
+        if any(s.kind == "rl" for s in recipe.stages):
+            summary["eval"] = rl_stage(ctx, base_path, resume_from)
+    except TrainingStopped as stop:
+        summary["status"] = f"stopped: {stop}"
+        raise
+    finally:
+        if main:
+            (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+            plots.draw(run_dir)
     acc.wait_for_everyone()
     return summary
 
 
-def rl_stage(ctx, base_path: str, run_dir: Path) -> dict:
+class GracefulStop:
+    """SIGINT/SIGTERM ask the loop to stop after the current step (and save); a second SIGINT
+    aborts at once."""
+
+    def __enter__(self):
+        self.signum = None
+        self._old = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.signum is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def __exit__(self, *exc):
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+        return False
+
+
+def setup_rl(ctx, base_path: str):
+    """Policy, optimizer, scheduler, components and reference, prepared by accelerate."""
     r, acc = ctx.recipe, ctx.accelerator
     model, _ = load_policy(r.model, acc.device, base_path)
     ctx.comp = Components(r, len(ctx.train_rows))
-    evals = {}
-    if r.eval.at_start:
-        evals["start"] = run_eval(ctx, model, "start")
     ctx.params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(ctx.params, lr=r.train.lr, betas=tuple(r.train.betas),
                                   weight_decay=r.train.weight_decay)
@@ -141,33 +208,105 @@ def rl_stage(ctx, base_path: str, run_dir: Path) -> dict:
     ctx.reference = Reference(acc.unwrap_model(ctx.model), r.model.adapter) if ctx.comp.needs_ref else None
     ctx.generate = lambda prompts, repeat: generate(acc.unwrap_model(ctx.model), ctx.tokenizer, prompts,
                                                     r.generation, acc.device, repeat)
-    shown = ("reward_mean", "loss", "kl", "completion_len")
-    log = open(run_dir / "metrics.jsonl", "a") if acc.is_main_process else None
-    try:
-        with StepProgress("rl", r.train.steps, shown, enabled=acc.is_main_process) as bar:
-            for step in range(1, r.train.steps + 1):
-                metrics = rl_step(ctx, step)
-                if r.eval.every and step % r.eval.every == 0 and step < r.train.steps:
-                    metrics.update({f"eval/{k}": v for k, v in run_eval(ctx, ctx.model, f"step {step}").items()})
-                if log:
-                    log.write(json.dumps({"step": step, **metrics}) + "\n")
-                    log.flush()
-                bar.update(step, metrics)
-    finally:
-        if log:
-            log.close()
+
+
+def save_checkpoint(ctx, step: int, state: dict) -> Path:
+    r, acc = ctx.recipe, ctx.accelerator
+    path = checkpoint.step_dir(ctx.run_dir, step)
+    if acc.is_main_process:
+        path = checkpoint.save(ctx.run_dir, step, acc.unwrap_model(ctx.model), ctx.optimizer,
+                               ctx.scheduler, ctx.comp.stateful(), state, r.checkpoint.keep_last)
+    acc.wait_for_everyone()
+    return path
+
+
+def rl_stage(ctx, base_path: str, resume_from: Path | None) -> dict:
+    r, acc, run_dir = ctx.recipe, ctx.accelerator, ctx.run_dir
+    setup_rl(ctx, base_path)
+    state, start = {"best": None, "best_step": None, "eval_start": None}, 0
+    if resume_from:
+        state = checkpoint.load(resume_from, acc.unwrap_model(ctx.model), ctx.optimizer, ctx.scheduler,
+                                ctx.comp.stateful())
+        start = state.pop("step")
         if acc.is_main_process:
-            save_pretrained(acc.unwrap_model(ctx.model), ctx.tokenizer, run_dir / "final")
+            truncate_metrics(run_dir, start)
+    elif r.eval.at_start:
+        state["eval_start"] = run_eval(ctx, ctx.model, "start")
+        log_line(ctx, {"step": 0, **{f"eval/{k}": v for k, v in state["eval_start"].items()}})
+    streak, saved = 0, None
+    with GracefulStop() as stop, StepProgress("rl", r.train.steps, ("reward_mean", "loss", "kl", "completion_len"),
+                                              enabled=acc.is_main_process) as bar:
+        bar.update(start, {})
+        for step in range(start + 1, r.train.steps + 1):
+            metrics = rl_step(ctx, step)
+            streak = streak + 1 if metrics["skipped_updates"] == metrics["updates"] else 0
+            improved = False
+            if r.eval.every and step % r.eval.every == 0 and step < r.train.steps:
+                result = run_eval(ctx, ctx.model, f"step {step}")
+                metrics.update({f"eval/{k}": v for k, v in result.items()})
+                improved = update_best(r, state, metrics, step)
+            log_line(ctx, {"step": step, **metrics})
+            bar.update(step, metrics)
+            halt = streak >= r.train.max_skipped_steps
+            if improved or halt or stop.signum or (r.checkpoint.every and step % r.checkpoint.every == 0):
+                saved = save_checkpoint(ctx, step, state)
+                if improved and acc.is_main_process:
+                    checkpoint.mark_best(run_dir, saved)
+            if halt:
+                raise TrainingStopped(f"step {step}: loss or gradient not finite for {streak} consecutive "
+                                      f"steps (updates skipped); checkpoint {saved}", 3)
+            if stop.signum:
+                name = signal.Signals(stop.signum).name
+                raise TrainingStopped(f"{name} at step {step}: saved {saved}; resume with: rlrecipes train "
+                                      f"RECIPE --resume {run_dir}", 128 + stop.signum)
+    evals = {"start": state["eval_start"]} if state["eval_start"] else {}
+    improved = False
     if r.eval.at_end:
         evals["end"] = run_eval(ctx, ctx.model, "end")
+        metrics = {f"eval/{k}": v for k, v in evals["end"].items()}
+        log_line(ctx, {"step": r.train.steps, **metrics})
+        improved = update_best(r, state, metrics, r.train.steps)
+    improved = r.eval.at_end and improved
+    final = checkpoint.step_dir(run_dir, r.train.steps)
+    if saved != final or improved:  # the last step's checkpoint, unless the loop just wrote it
+        final = save_checkpoint(ctx, r.train.steps, state)
+    if acc.is_main_process:
+        if improved:
+            checkpoint.mark_best(run_dir, final)
+        save_pretrained(acc.unwrap_model(ctx.model), ctx.tokenizer, run_dir / "final")
     if acc.num_processes > 1:  # lets a user (and the tests) confirm that the ranks agree
         (run_dir / f"rank-{acc.process_index}.json").write_text(
             json.dumps({"trainable_checksum": weight_checksum(ctx.params)}))
     return evals
 
 
+def update_best(recipe, state: dict, metrics: dict, step: int) -> bool:
+    """Track checkpoint.best_metric; True when this step is the new best."""
+    key = recipe.checkpoint.best_metric
+    if not key or key not in metrics:
+        return False
+    value, best = metrics[key], state["best"]
+    better = best is None or (value > best if recipe.checkpoint.best_mode == "max" else value < best)
+    if better:
+        state["best"], state["best_step"] = value, step
+    return better
+
+
+def log_line(ctx, row: dict) -> None:
+    if ctx.accelerator.is_main_process:
+        with open(ctx.run_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(row) + "\n")
+
+
+def truncate_metrics(run_dir: Path, step: int) -> None:
+    """Drop metric lines after `step`: they belong to the part of the run being redone."""
+    path = run_dir / "metrics.jsonl"
+    if path.exists():
+        keep = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+        path.write_text("".join(line + "\n" for line in keep))
+
+
 def weight_checksum(params) -> str:
-    import hashlib
     h = hashlib.sha256()
     for p in params:
         h.update(p.detach().float().cpu().numpy().tobytes())

@@ -122,7 +122,7 @@ def update(ctx, rollout, adv_N, step: int) -> dict:
     mask_NT = rollout.completion_mask_NT.float()
     max_len = r.generation.max_new_tokens
     sums: dict[str, float] = {}
-    n_updates = 0
+    n_updates = skipped = 0
     ctx.model.train()
     for _ in range(r.train.ppo_epochs):
         for mb in minibatches:
@@ -135,13 +135,17 @@ def update(ctx, rollout, adv_N, step: int) -> dict:
                 loss_total += loss
                 for k, v in m.items():
                     sums[k] = sums.get(k, 0.0) + float(v) * len(c) / len(mb)
-            if r.train.max_grad_norm:
-                acc.clip_grad_norm_(ctx.params, r.train.max_grad_norm)
-            ctx.optimizer.step()
-            ctx.optimizer.zero_grad(set_to_none=True)
+            norm = acc.clip_grad_norm_(ctx.params, r.train.max_grad_norm or float("inf"))
             sums["loss"] = sums.get("loss", 0.0) + loss_total
+            sums["grad_norm"] = sums.get("grad_norm", 0.0) + float(norm)
             n_updates += 1
-    return {k: v / n_updates for k, v in sums.items()}
+            if math.isfinite(loss_total) and torch.isfinite(norm):
+                ctx.optimizer.step()
+            else:  # NaN/inf guard: drop this update, keep the weights (the loop counts streaks)
+                skipped += 1
+            ctx.optimizer.zero_grad(set_to_none=True)
+    return {**{k: v / n_updates for k, v in sums.items()}, "skipped_updates": skipped,
+            "updates": n_updates}
 
 
 def micro_loss(ctx, rollout, idx, adv_N, old_NT, ref_NT, mask_NT, den, step):

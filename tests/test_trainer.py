@@ -18,7 +18,9 @@ METRICS = {"step", "loss", "reward_mean", "reward_std", "reward/accuracy", "rewa
 
 
 def _metrics(run_dir):
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    """The per-step lines of metrics.jsonl (eval-only lines have no loss)."""
+    lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [m for m in lines if "loss" in m]
 
 
 def test_tiny_lora_run_moves_adapter_and_logs_everything(tmp_path):

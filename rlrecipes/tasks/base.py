@@ -50,6 +50,10 @@ class Task:
         """The final answer, used for majority voting."""
         return extract_answer(completion)
 
+    def check(self, answer: str | None, row: dict) -> float:
+        """Is an extracted answer right? (Used for maj@k, where votes are answers.)"""
+        return float(same_answer(answer, row["answer"]))
+
     def score(self, completion: str, row: dict) -> float:
         """Correctness in [0, 1]: the eval metric, not the shaped reward."""
-        return float(same_answer(self.extract(completion), row["answer"]))
+        return self.check(self.extract(completion), row)

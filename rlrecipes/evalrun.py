@@ -1,0 +1,108 @@
+"""`rlrecipes eval`: evaluate a run's checkpoint (or a recipe's untrained model) on a split.
+
+TARGET is a run directory (its recipe.yaml is used) or a recipe file. --checkpoint picks
+latest | best | final | step-000050 | base (the model with no adapter: the SFT model of a run,
+or the recipe's model). --compare base also evaluates `base` on the same problems and reports
+the paired gain with its interval.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from . import checkpoint
+from .config import load_recipe
+from .errors import UserError
+from .evaluate import evaluate, mean_ci
+from .model import load_policy, load_tokenizer, load_weights, resolve_path
+from .registry import get
+from .run import format_prompts
+from .tasks import load_splits
+
+
+def resolve_target(target: Path, preset, overrides) -> tuple[object, Path | None]:
+    """(recipe, run_dir or None)."""
+    if target.is_dir():
+        if not (target / "recipe.yaml").is_file():
+            raise UserError(str(target), "not a run directory (no recipe.yaml)")
+        if preset:
+            raise UserError("--preset", "a run's recipe.yaml is already resolved; --preset is for recipe files")
+        return load_recipe(target / "recipe.yaml", None, overrides), target
+    return load_recipe(target, preset, overrides), None
+
+
+def checkpoint_dir(run_dir: Path | None, name: str) -> Path | None:
+    """The weights folder for --checkpoint NAME; None means the base model."""
+    if name == "base":
+        return None
+    if run_dir is None:
+        raise UserError("--checkpoint", f"{name!r} needs a run directory as TARGET",
+                        "a recipe file can only be evaluated with --checkpoint base")
+    if name == "latest":
+        found = checkpoint.latest_checkpoint(run_dir)
+        if found is None:
+            raise UserError(str(run_dir), "no complete checkpoint", "use --checkpoint final or base")
+        return found / "model"
+    if name == "final":
+        path = run_dir / "final"
+    else:
+        path = run_dir / "checkpoints" / name / "model"
+    if not path.exists():
+        options = ["latest", "final", "base"] + [p.name for p in checkpoint.complete_checkpoints(run_dir)]
+        if (run_dir / "checkpoints" / "best").exists():
+            options.append("best")
+        raise UserError("--checkpoint", f"no checkpoint {name!r} in {run_dir}", "valid: " + ", ".join(options))
+    return path
+
+
+def run_eval_command(target: Path, checkpoint_name: str, preset, overrides, samples, ks, split, limit,
+                     compare: str | None) -> dict:
+    recipe, run_dir = resolve_target(target, preset, overrides)
+    weights = checkpoint_dir(run_dir, checkpoint_name)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    task = get("task", recipe.data.task)(**recipe.data.params)
+    train_rows, test_rows = load_splits(recipe.data, task, recipe.train.seed)
+    rows = test_rows if split == "test" else train_rows
+    rows = rows[:limit] if limit else rows
+    base_path = str(run_dir / "sft-model") if run_dir and (run_dir / "sft-model").is_dir() else resolve_path(recipe.model)
+    tokenizer = load_tokenizer(recipe.model, base_path)
+    prompts = format_prompts(tokenizer, [task.prompt(r) for r in rows], recipe.model.chat_template)
+    model_cfg = recipe.model if weights is None or (weights / "adapter_config.json").exists() \
+        else recipe.model.model_copy(update={"adapter": "none"})
+    model, _ = load_policy(model_cfg, device, base_path)
+    if weights is not None:
+        load_weights(model, weights)
+    samples = samples or recipe.eval.samples
+    ks = ks or recipe.eval.k
+    bad = [k for k in ks if not 1 <= k <= samples]
+    if bad:
+        raise UserError("--k", f"k={bad[0]} must be between 1 and --samples={samples}")
+    gen = recipe.generation.model_copy(update={"temperature": recipe.eval.temperature or recipe.generation.temperature})
+    torch.manual_seed(recipe.train.seed)
+    values: dict = {}
+    result = {"checkpoint": checkpoint_name, "split": split,
+              **evaluate(model, tokenizer, task, rows, prompts, samples, gen, device, ks, per_problem_out=values)}
+    if compare == "base":
+        torch.manual_seed(recipe.train.seed)
+        base_values: dict = {}
+        ctx = model.disable_adapter() if hasattr(model, "disable_adapter") else None
+        if ctx is None:  # a full fine-tune: reload the base weights
+            model, _ = load_policy(model_cfg, device, base_path)
+            result["base"] = evaluate(model, tokenizer, task, rows, prompts, samples, gen, device, ks,
+                                      per_problem_out=base_values)
+        else:
+            with ctx:
+                result["base"] = evaluate(model, tokenizer, task, rows, prompts, samples, gen, device, ks,
+                                          per_problem_out=base_values)
+        result["gain"] = {}
+        for name, vals in values.items():
+            mean, ci = mean_ci([a - b for a, b in zip(vals, base_values[name])])
+            result["gain"][name], result["gain"][f"{name}_ci"] = mean, ci
+    if run_dir is not None:
+        out = run_dir / "eval" / f"{checkpoint_name}.json"
+        out.parent.mkdir(exist_ok=True)
+        out.write_text(json.dumps(result, indent=2))
+        result["written"] = str(out)
+    return result
