@@ -30,6 +30,22 @@ OVERRIDE = typer.Option(None, "--override", "-o", help="dotted override, e.g. -o
 @app.callback()
 def main(debug: bool = typer.Option(False, "--debug", help="show tracebacks for errors")):
     STATE["debug"] = debug
+    if not debug:
+        quiet_libraries()
+
+
+def quiet_libraries() -> None:
+    """Keep the terminal for our own progress and results: no weight-loading bars, no library
+    deprecation chatter (all of it returns with --debug)."""
+    import logging
+    import warnings
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+    for module in ("transformers", "peft", "torch", "accelerate", "bitsandbytes"):
+        warnings.filterwarnings("ignore", category=FutureWarning, module=module)
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module=module)
+        warnings.filterwarnings("ignore", category=UserWarning, module=module)
 
 
 def fail(err: Exception, code: int = 2):

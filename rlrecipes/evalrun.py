@@ -75,7 +75,7 @@ def run_eval_command(target: Path, checkpoint_name: str, preset, overrides, samp
     if weights is not None:
         load_weights(model, weights)
     samples = samples or recipe.eval.samples
-    ks = ks or recipe.eval.k
+    ks = ks or [k for k in recipe.eval.k if k <= samples] or [1]  # the recipe's k that fit --samples
     bad = [k for k in ks if not 1 <= k <= samples]
     if bad:
         raise UserError("--k", f"k={bad[0]} must be between 1 and --samples={samples}")

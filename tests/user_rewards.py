@@ -7,3 +7,15 @@ def length_reward(prompts, completions, **kwargs):
 
 def broken_reward(prompts, completions, **kwargs):
     raise KeyError("score")
+
+
+def slow_length_reward(prompts, completions, **kwargs):
+    """Like length_reward, but slow enough that a test can kill the run between two steps."""
+    import time
+    time.sleep(0.4)
+    return [float(len(c)) for c in completions]
+
+
+def infinite_reward(prompts, completions, **kwargs):
+    """Makes every advantage NaN (inf - inf), to exercise the non-finite guard."""
+    return [float("inf")] * len(completions)
