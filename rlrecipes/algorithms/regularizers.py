@@ -2,7 +2,6 @@
 per-token policy loss before aggregation. Names of the inputs: see `algorithms/__init__.py`."""
 from __future__ import annotations
 
-import torch
 
 from ..registry import register
 
