@@ -20,24 +20,25 @@ from .registry import call_with, get, signature_params
 from .rewards.combine import combine, score
 
 
+def build(kind: str, spec_fn: str, params: dict):
+    """(callable, params to pass per call): a registered class is instantiated with its YAML
+    parameters (it may keep state); a function gets them on every call."""
+    obj = get(kind, spec_fn)
+    return (obj(**params), {}) if isinstance(obj, type) else (obj, params)
+
+
 class Components:
     """The recipe's algorithm components, built once, with what each needs from the loop."""
 
     def __init__(self, recipe, num_rows: int):
         alg = recipe.algorithm
-        self.advantage = get("advantage", alg.advantage.fn)
-        if isinstance(self.advantage, type):
-            self.advantage = self.advantage(**alg.advantage.params)
-            self.adv_params = {}
-        else:
-            self.adv_params = alg.advantage.params
-        self.loss = get("loss", alg.loss.fn)
-        self.loss_params = alg.loss.params
+        self.advantage, self.adv_params = build("advantage", alg.advantage.fn, alg.advantage.params)
+        self.loss, self.loss_params = build("loss", alg.loss.fn, alg.loss.params)
         self.aggregation = get("aggregation", alg.loss.aggregation)
-        self.regularizers = [(get("regularizer", r.fn), r.params) for r in alg.regularizers]
+        self.regularizers = [build("regularizer", r.fn, r.params) for r in alg.regularizers]
         if alg.kl.beta > 0:
-            self.regularizers.insert(0, (get("regularizer", "kl"),
-                                         {"beta": alg.kl.beta, "estimator": alg.kl.estimator}))
+            self.regularizers.insert(0, build("regularizer", "kl",
+                                              {"beta": alg.kl.beta, "estimator": alg.kl.estimator}))
         wants = {name for fn, _ in self.regularizers for name in signature_params(fn).parameters}
         self.needs_ref = "ref_logp_NT" in wants
         self.entropy_grad = "entropy_NT" in wants
@@ -45,9 +46,11 @@ class Components:
                                                       **alg.sampler.params)
 
     def stateful(self) -> dict:
-        """Components with `state_dict` (saved in checkpoints)."""
-        items = {"sampler": self.sampler, "advantage": self.advantage}
-        return {k: v for k, v in items.items() if hasattr(v, "state_dict")}
+        """Every component with `state_dict` (value trackers, samplers, KL controllers...): all
+        are saved in checkpoints and restored on resume."""
+        items = {"sampler": self.sampler, "advantage": self.advantage, "loss": self.loss,
+                 **{f"regularizer{i}": fn for i, (fn, _) in enumerate(self.regularizers)}}
+        return {k: v for k, v in items.items() if hasattr(v, "state_dict") and not isinstance(v, type)}
 
 
 def rl_step(ctx, step: int) -> dict:

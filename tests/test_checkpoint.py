@@ -162,3 +162,43 @@ def test_eval_command_best_compare_and_plot(tmp_path):
     assert wrong.exit_code == 2 and "needs a run directory" in wrong.output
     assert runner.invoke(app, ["plot", str(run)]).exit_code == 0
     assert {p.name for p in (run / "plots").glob("*.png")} >= {"reward.png", "kl.png", "eval.png"}
+
+
+def test_stateful_components_round_trip_through_a_checkpoint(tmp_path, monkeypatch):
+    from rlrecipes.registry import register
+    from rlrecipes.trainer import Components
+
+    @register("regularizer", "_test_counter")
+    class Counter:
+        """Counts its calls: the kind of state an adaptive KL controller keeps."""
+
+        def __init__(self, coef: float = 0.0):
+            self.coef, self.calls = coef, 0
+
+        def __call__(self, mask_NT):
+            self.calls += 1
+            return mask_NT * self.coef, {}
+
+        def state_dict(self):
+            return {"calls": self.calls}
+
+        def load_state_dict(self, state):
+            self.calls = state["calls"]
+
+    r = load_recipe("recipes/grpo.yaml", "tiny", ["algorithm.regularizers=[{fn: _test_counter, coef: 0.5}]"])
+    comp = Components(r, num_rows=10)
+    counter = comp.stateful()["regularizer1"]  # regularizer0 is the KL term (beta > 0)
+    counter.calls = 7
+    comp.sampler.next(13)  # past the end of an epoch
+    model = torch.nn.Linear(2, 2)
+    model.save_pretrained = lambda path: (path.mkdir(), torch.save(model.state_dict(), path / "w.pt"))
+    opt = torch.optim.AdamW(model.parameters())
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    saved = checkpoint.save(tmp_path, 1, model, opt, sched, comp.stateful(), {}, keep_last=1)
+    fresh = Components(r, num_rows=10)
+    import rlrecipes.model as model_mod
+    monkeypatch.setattr(model_mod, "load_weights", lambda m, p: None)  # a bare Linear, not an HF model
+    checkpoint.load(saved, model, opt, sched, fresh.stateful())
+    assert fresh.stateful()["regularizer1"].calls == 7
+    assert fresh.sampler.state_dict() == comp.sampler.state_dict() == {"epoch": 1, "pos": 3}
+    assert fresh.sampler.next(5) == comp.sampler.next(5)
