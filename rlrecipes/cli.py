@@ -170,6 +170,9 @@ def train(recipe: Path, preset: Optional[str] = PRESET, override: Optional[List[
     except TrainingStopped as stop:
         err_console.print(f"[bold yellow]stopped:[/] {stop}", highlight=False, soft_wrap=True)
         raise typer.Exit(stop.exit_code)
+    except KeyboardInterrupt:  # before the RL loop (SFT, setup) or a second Ctrl-C
+        err_console.print("interrupted before a checkpoint could be written; start the run again")
+        raise typer.Exit(130)
     ev = summary["eval"]
     if "start" in ev and "end" in ev and os.environ.get("RANK", "0") == "0":
         console.print(f"pass@1 {ev['start']['pass@1']:.3f} -> {ev['end']['pass@1']:.3f} "

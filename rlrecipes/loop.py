@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from . import checkpoint
-from .evaluate import evaluate
+from .evaluate import evaluate, summarize
 from .model import Reference, load_policy, save_pretrained
 from .progress import StepProgress
 from .rollout.generate import generate
@@ -29,19 +29,21 @@ class TrainingStopped(Exception):
 
 
 def run_eval(ctx, model, label: str) -> dict:
+    """Evaluate on the test split; each process takes a share of the problems, and the
+    per-problem values are gathered so the intervals are those of the whole set."""
     r, acc = ctx.recipe, ctx.accelerator
     rows = ctx.test_rows[:r.eval.limit] if r.eval.limit else ctx.test_rows
     prompts = ctx.test_prompts[:len(rows)]
     mine = slice(acc.process_index, None, acc.num_processes)
     gen = r.generation.model_copy(update={"temperature": r.eval.temperature or r.generation.temperature})
-    result = evaluate(acc.unwrap_model(model), ctx.tokenizer, ctx.task, rows[mine], prompts[mine],
-                      r.eval.samples, gen, acc.device, r.eval.k)
-    if acc.num_processes > 1:  # re-weight the per-rank means by problem count
+    values: dict = {}
+    evaluate(acc.unwrap_model(model), ctx.tokenizer, ctx.task, rows[mine], prompts[mine],
+             r.eval.samples, gen, acc.device, r.eval.k, per_problem_out=values)
+    if acc.num_processes > 1:
         from accelerate.utils import gather_object
-        parts = gather_object([result])
-        total = sum(p["problems"] for p in parts)
-        result = {k: sum(p[k] * p["problems"] for p in parts) / total if k != "problems" else total
-                  for k in parts[0]}
+        parts = gather_object([values])
+        values = {k: [v for part in parts for v in part[k]] for k in values}
+    result = {**summarize(values), "samples": r.eval.samples}
     ctx.say(f"eval {label}: " + ", ".join(f"{k}={v:.3f}" for k, v in result.items()
                                           if k.startswith(("pass@", "mean@")) and not k.endswith("_ci")))
     return result
@@ -63,6 +65,14 @@ class GracefulStop:
         if self.signum is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt
         self.signum = signum
+
+    def agreed(self, accelerator) -> int:
+        """The signal any process received (0 if none), the same on every process, so that all
+        of them stop at the same step and meet in the checkpoint's barrier."""
+        if accelerator.num_processes == 1:
+            return self.signum or 0
+        flag = torch.tensor([self.signum or 0], device=accelerator.device)
+        return int(accelerator.gather(flag).max().item())
 
     def __exit__(self, *exc):
         for sig, handler in self._old.items():
@@ -123,17 +133,18 @@ def rl_stage(ctx, base_path: str, resume_from: Path | None) -> dict:
             log_line(ctx, {"step": step, **metrics})
             bar.update(step, metrics)
             halt = streak >= r.train.max_skipped_steps
-            if improved or halt or stop.signum or (r.checkpoint.every and step % r.checkpoint.every == 0):
+            signum = stop.agreed(acc)
+            if improved or halt or signum or (r.checkpoint.every and step % r.checkpoint.every == 0):
                 saved = save_checkpoint(ctx, step, state)
                 if improved and acc.is_main_process:
                     checkpoint.mark_best(run_dir, saved)
             if halt:
                 raise TrainingStopped(f"step {step}: loss or gradient not finite for {streak} consecutive "
                                       f"steps (updates skipped); checkpoint {saved}", 3)
-            if stop.signum:
-                name = signal.Signals(stop.signum).name
+            if signum:
+                name = signal.Signals(signum).name
                 raise TrainingStopped(f"{name} at step {step}: saved {saved}; resume with: rlrecipes train "
-                                      f"RECIPE --resume {run_dir}", 128 + stop.signum)
+                                      f"RECIPE --resume {run_dir}", 128 + signum)
     evals = {"start": state["eval_start"]} if state["eval_start"] else {}
     improved = False
     if r.eval.at_end:
@@ -141,7 +152,6 @@ def rl_stage(ctx, base_path: str, resume_from: Path | None) -> dict:
         metrics = {f"eval/{k}": v for k, v in evals["end"].items()}
         log_line(ctx, {"step": r.train.steps, **metrics})
         improved = update_best(r, state, metrics, r.train.steps)
-    improved = r.eval.at_end and improved
     final = checkpoint.step_dir(run_dir, r.train.steps)
     if saved != final or improved:  # the last step's checkpoint, unless the loop just wrote it
         final = save_checkpoint(ctx, r.train.steps, state)

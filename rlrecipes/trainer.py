@@ -40,8 +40,8 @@ class Components:
             self.regularizers.insert(0, build("regularizer", "kl",
                                               {"beta": alg.kl.beta, "estimator": alg.kl.estimator}))
         wants = {name for fn, _ in self.regularizers for name in signature_params(fn).parameters}
-        self.needs_ref = "ref_logp_NT" in wants
-        self.entropy_grad = "entropy_NT" in wants
+        self.needs_ref = "ref_logp_NT" in wants | set(signature_params(self.loss).parameters)
+        self.entropy_grad = "entropy_NT" in wants  # losses that read entropy use it detached
         self.sampler = get("sampler", alg.sampler.fn)(num_rows=num_rows, seed=recipe.train.seed,
                                                       **alg.sampler.params)
 
@@ -74,7 +74,7 @@ def rl_step(ctx, step: int) -> dict:
                        comp.adv_params, positional=(rewards_BG,))
     n_mine = len(mine)
     adv_N = adv_BG.reshape(acc.num_processes, n_mine * G)[acc.process_index].to(acc.device)
-    metrics = update(ctx, rollout, adv_N, step)
+    metrics = update(ctx, rollout, adv_N, reward_N, step)
     all_K = acc.gather(rewards_NK.to(acc.device)).cpu()
     metrics.update({
         "reward_mean": all_N.nanmean().item(), "reward_std": _nanstd(all_N),
@@ -106,7 +106,7 @@ def _tensors(rollout, idx):
             rollout.completion_ids_NT[idx], rollout.completion_mask_NT[idx])
 
 
-def update(ctx, rollout, adv_N, step: int) -> dict:
+def update(ctx, rollout, adv_N, reward_N, step: int) -> dict:
     """ppo_epochs x mini_batches optimizer steps on one rollout; returns averaged metrics."""
     r, comp, acc = ctx.recipe, ctx.comp, ctx.accelerator
     N = len(rollout)
@@ -134,7 +134,7 @@ def update(ctx, rollout, adv_N, step: int) -> dict:
                       for c in chunks)
             loss_total = 0.0
             for c in chunks:
-                loss, m = micro_loss(ctx, rollout, c, adv_N, old_NT, ref_NT, mask_NT, den, step)
+                loss, m = micro_loss(ctx, rollout, c, adv_N, reward_N, old_NT, ref_NT, mask_NT, den, step)
                 loss_total += loss
                 for k, v in m.items():
                     sums[k] = sums.get(k, 0.0) + float(v) * len(c) / len(mb)
@@ -151,7 +151,7 @@ def update(ctx, rollout, adv_N, step: int) -> dict:
             "updates": n_updates}
 
 
-def micro_loss(ctx, rollout, idx, adv_N, old_NT, ref_NT, mask_NT, den, step):
+def micro_loss(ctx, rollout, idx, adv_N, reward_N, old_NT, ref_NT, mask_NT, den, step):
     """Forward + backward of one micro-batch; returns (its share of the loss, metrics)."""
     r, comp = ctx.recipe, ctx.comp
     logp_NT, entropy_NT = token_logprobs(ctx.model, *_tensors(rollout, idx), r.generation.temperature,
@@ -159,7 +159,8 @@ def micro_loss(ctx, rollout, idx, adv_N, old_NT, ref_NT, mask_NT, den, step):
     old = logp_NT.detach() if old_NT is None else old_NT[idx]
     inputs = {"logp_NT": logp_NT, "old_logp_NT": old, "adv_N": adv_N[idx], "mask_NT": mask_NT[idx],
               "ref_logp_NT": None if ref_NT is None else ref_NT[idx], "entropy_NT": entropy_NT,
-              "step": step, "total_steps": r.train.steps}
+              "ids_NT": rollout.completion_ids_NT[idx], "rewards_N": reward_N[idx].to(logp_NT.device),
+              "group_size": r.train.group_size, "step": step, "total_steps": r.train.steps}
     loss_NT, metrics = call_with(comp.loss, inputs, comp.loss_params)
     for fn, params in comp.regularizers:
         term_NT, m = call_with(fn, inputs, params)

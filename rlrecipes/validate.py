@@ -54,6 +54,23 @@ def _check_rules(recipe) -> None:
                         f"{n} completions of a step (prompts_per_step x group_size)")
     if recipe.algorithm.advantage.fn in ("grpo", "dr_grpo") and train.group_size < 2:
         raise UserError("train.group_size", "group-relative advantages need group_size >= 2")
+    _check_whole_groups(recipe)
     for i, stage in enumerate(recipe.stages):
         if stage.kind == "sft" and not stage.steps:
             raise UserError(f"stages[{i}].steps", "an sft stage needs steps > 0")
+
+
+def _check_whole_groups(recipe) -> None:
+    """Losses that compare a prompt's completions (they take `group_size`) need every mini- and
+    micro-batch to hold whole groups."""
+    from .registry import signature_params
+    train = recipe.train
+    if "group_size" not in signature_params(get("loss", recipe.algorithm.loss.fn)).parameters:
+        return
+    G, N = train.group_size, train.prompts_per_step * train.group_size
+    if (N // train.mini_batches) % G:
+        raise UserError("train.mini_batches", f"loss {recipe.algorithm.loss.fn!r} needs whole groups: "
+                        f"{N} // {train.mini_batches} is not a multiple of group_size {G}")
+    if train.micro_batch_size and train.micro_batch_size % G:
+        raise UserError("train.micro_batch_size", f"loss {recipe.algorithm.loss.fn!r} needs whole groups: "
+                        f"use a multiple of group_size {G}")

@@ -3,12 +3,14 @@
 Importing this package registers every component. Inputs the loop can pass by parameter name:
 
 advantage: rewards_BG (positional), rewards_BGK, group_size, step
-loss:      logp_NT, old_logp_NT, adv_N (or adv_NT), mask_NT
-regularizer: logp_NT, old_logp_NT, ref_logp_NT, entropy_NT, mask_NT, adv_N, step, total_steps
+loss, regularizer: see LOSS_INPUTS below
 """
-from . import advantages, kl, losses, regularizers  # noqa: F401
+from . import advantages, group_losses, kl, losses, regularizers  # noqa: F401
 
 ADVANTAGE_INPUTS = ("rewards_BG", "rewards_BGK", "group_size", "step")
-LOSS_INPUTS = ("logp_NT", "old_logp_NT", "adv_N", "adv_NT", "mask_NT")
-REGULARIZER_INPUTS = ("logp_NT", "old_logp_NT", "ref_logp_NT", "entropy_NT", "mask_NT", "adv_N",
-                      "step", "total_steps")
+# What the loop can give losses and regularizers, by parameter name (N = B*G rows of this
+# micro-batch): log-probs now / at rollout / under the reference, entropy, completion mask and
+# token ids, advantage and combined reward per row, group size, RL step and total steps.
+LOSS_INPUTS = ("logp_NT", "old_logp_NT", "ref_logp_NT", "entropy_NT", "mask_NT", "ids_NT", "adv_N",
+               "rewards_N", "group_size", "step", "total_steps")
+REGULARIZER_INPUTS = LOSS_INPUTS

@@ -39,6 +39,120 @@ def ppo_clip(logp_NT, old_logp_NT, adv_N, mask_NT, eps_low: float = 0.2, eps_hig
     return -objective_NT, metrics
 
 
+def _broadcast(loss_N, mask_NT):
+    """A per-sequence loss as a per-token tensor: with `seq_mean_token_mean` aggregation it
+    reduces to mean_N(loss_N), with the same gradient."""
+    return loss_N.unsqueeze(-1).expand_as(mask_NT)
+
+
+def _seq_mean(x_NT, mask_NT):
+    return (x_NT * mask_NT).sum(-1) / mask_NT.sum(-1).clamp(min=1)
+
+
+@register("loss", "gspo")
+def gspo(logp_NT, old_logp_NT, adv_N, mask_NT, eps_low: float = 3e-4, eps_high: float = 4e-4):
+    """GSPO, Group Sequence Policy Optimization (Zheng et al., arXiv 2507.18071, eq. 5-7): PPO-clip
+    on the length-normalised sequence ratio s_i = exp(mean_t(logp - old_logp)); the paper's
+    clip range is 3e-4 / 4e-4. Per-sequence loss; use aggregation seq_mean_token_mean (TRL's
+    importance_sampling_level="sequence" with loss_type="grpo")."""
+    ratio_N = torch.exp(_seq_mean(logp_NT - old_logp_NT, mask_NT))
+    clipped_N = torch.clamp(ratio_N, 1 - eps_low, 1 + eps_high)
+    loss_N = -torch.min(ratio_N * adv_N, clipped_N * adv_N)
+    with torch.no_grad():
+        clipped = ((ratio_N < 1 - eps_low) & (adv_N < 0)) | ((ratio_N > 1 + eps_high) & (adv_N > 0))
+        metrics = {"clip_frac": clipped.float().mean(), "ratio_mean": ratio_N.mean()}
+    return _broadcast(loss_N, mask_NT), metrics
+
+
+REC_CLIP = ("none", "one-side", "two-side", "ring", "gspo-one-side")
+REC_WEIGHT = ("none", "importance_sampling", "truncated_importance_sampling", "advantage")
+
+
+@register("loss", "rec")
+def rec(logp_NT, old_logp_NT, adv_N, mask_NT, clip_mode: str = "one-side", weight: str = "none",
+        eps_low: float = 0.2, eps_high: float = 0.2, eps_low_ring: float = 0.6,
+        eps_high_ring: float = 2.0, temp: float = 1.0):
+    """REC, group-relative REINFORCE with clipping as a mask (Yao, Chen et al., arXiv 2509.24203,
+    §4; Trinity-RFT RECPolicyLossFn): l_t = -w_t * A * logp_t * 1[in range], the ratio
+    rho = exp(logp - old_logp) detached. clip_mode: none | one-side ((A>=0 and rho<=1+eps_h) or
+    (A<=0 and rho>=1-eps_l)) | two-side | ring (two-side, plus A>=0 and rho<=1-eps'_l, plus A<=0
+    and rho>=1+eps'_h) | gspo-one-side (one-side on the sequence ratio). weight: none | importance_
+    sampling (A*rho) | truncated_importance_sampling (A*clip(rho, 1-eps'_l, 1+eps'_h)) | advantage
+    (A*exp(A/temp), RED-Weight). GRPO = one-side + importance_sampling (+ std advantage)."""
+    if clip_mode not in REC_CLIP or weight not in REC_WEIGHT:
+        raise ValueError(f"clip_mode in {REC_CLIP}, weight in {REC_WEIGHT}")
+    adv_NT = adv_N.unsqueeze(-1).expand_as(logp_NT)
+    ratio_NT = torch.exp(logp_NT - old_logp_NT).detach()
+    if clip_mode == "gspo-one-side":
+        test_NT = torch.exp(_seq_mean(logp_NT - old_logp_NT, mask_NT)).detach().unsqueeze(-1).expand_as(logp_NT)
+    else:
+        test_NT = ratio_NT
+    lo, hi = test_NT >= 1 - eps_low, test_NT <= 1 + eps_high
+    one_side = ((adv_NT >= 0) & hi) | ((adv_NT <= 0) & lo)
+    keep = {"none": torch.ones_like(lo), "one-side": one_side, "gspo-one-side": one_side,
+            "two-side": lo & hi,
+            "ring": (lo & hi) | ((adv_NT >= 0) & (test_NT <= 1 - eps_low_ring))
+            | ((adv_NT <= 0) & (test_NT >= 1 + eps_high_ring))}[clip_mode]
+    w_NT = {"none": adv_NT, "importance_sampling": adv_NT * ratio_NT,
+            "truncated_importance_sampling": adv_NT * ratio_NT.clamp(1 - eps_low_ring, 1 + eps_high_ring),
+            "advantage": adv_NT * torch.exp(adv_NT / temp)}[weight]
+    loss_NT = -w_NT * logp_NT * keep
+    with torch.no_grad():
+        m = mask_NT.bool()
+        metrics = {"clip_frac": ((~keep) & m).sum() / m.sum().clamp(min=1),
+                   "ratio_mean": (ratio_NT * m).sum() / m.sum().clamp(min=1)}
+    return loss_NT, metrics
+
+
+@register("loss", "mdpo")
+def mdpo(logp_NT, old_logp_NT, adv_N, mask_NT, step, total_steps, min_t: float = 1e-3):
+    """On-policy MDPO (Tomar et al., "Mirror Descent Policy Optimization", arXiv 2005.09814, eq. 9):
+    l_t = -rho_t A + (1/t_k) rho_t log rho_t, no clipping, with pi_k = the rollout policy and the
+    sampled KL(pi_theta || pi_k) = E_{pi_k}[rho log rho]; t_k = 1 - k/K anneals the step size
+    (k = step - 1 of K = train.steps, clamped at min_t). Take the paper's m inner steps with
+    train.ppo_epochs. [unverified against the authors' code]"""
+    log_ratio_NT = logp_NT - old_logp_NT
+    ratio_NT = torch.exp(log_ratio_NT)
+    t_k = max(min_t, 1.0 - (step - 1) / max(1, total_steps))
+    adv_NT = adv_N.unsqueeze(-1) if adv_N.dim() == 1 else adv_N
+    loss_NT = -ratio_NT * adv_NT + (1.0 / t_k) * ratio_NT * log_ratio_NT
+    m = mask_NT.bool()
+    with torch.no_grad():
+        metrics = {"ratio_mean": (ratio_NT * m).sum() / m.sum().clamp(min=1), "mdpo_inv_t": 1.0 / t_k}
+    return loss_NT, metrics
+
+
+@register("loss", "r2vpo")
+class R2VPO:
+    """R2VPO, ratio-variance regularised PO (Luo et al., arXiv 2601.03320) [recon from the abstract]:
+    no clipping; L = -mean(rho A) + lambda (Var(rho) - delta) over the batch's valid tokens, with
+    lambda updated by dual ascent lambda <- max(0, lambda + eta (Var - delta)) after each call.
+    Per token the penalty is lambda ((rho_t - mean rho)^2 - delta), so use aggregation token_mean.
+    lambda is state: saved in checkpoints."""
+
+    def __init__(self, delta: float = 0.02, eta: float = 0.5, lambda_init: float = 0.0):
+        self.delta, self.eta, self.lam = delta, eta, lambda_init
+
+    def __call__(self, logp_NT, old_logp_NT, adv_N, mask_NT):
+        ratio_NT = torch.exp(logp_NT - old_logp_NT)
+        m = mask_NT.float()
+        n = m.sum().clamp(min=1)
+        mean = (ratio_NT * m).sum() / n
+        sq_NT = (ratio_NT - mean) ** 2
+        adv_NT = adv_N.unsqueeze(-1) if adv_N.dim() == 1 else adv_N
+        loss_NT = -ratio_NT * adv_NT + self.lam * (sq_NT - self.delta)
+        var = ((sq_NT * m).sum() / n).item()
+        metrics = {"ratio_var": var, "r2vpo_lambda": self.lam, "ratio_mean": mean.detach()}
+        self.lam = max(0.0, self.lam + self.eta * (var - self.delta))
+        return loss_NT, metrics
+
+    def state_dict(self) -> dict:
+        return {"lambda": self.lam}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.lam = state["lambda"]
+
+
 @register("aggregation", "token_mean")
 def token_mean(loss_NT, mask_NT, max_len: int):
     """Mean over all unmasked tokens of the batch (DAPO, arXiv 2503.14476, eq. 12; TRL `dapo`/`bnpo`)."""

@@ -71,14 +71,14 @@ def test_kl_regularizer_scales_by_beta():
 
 # ---------------------------------------------------------------- equality with TRL
 
-def _trl_loss(loss_type, logp, old, ref, adv, mask, beta, eps_low, eps_high, max_len):
+def _trl_loss(loss_type, logp, old, ref, adv, mask, beta, eps_low, eps_high, max_len, level="token"):
     from trl.trainer.grpo_trainer import GRPOTrainer
     N, T = logp.shape
     acc = SimpleNamespace(gather=lambda x: x.reshape(-1), reduce=lambda x, reduction: x,
                           gather_for_metrics=lambda x: x, num_processes=1, sync_gradients=True)
     fake = SimpleNamespace(
         _get_per_token_logps_and_entropies=lambda *a, **k: (logp, torch.zeros_like(logp), None),
-        top_entropy_quantile=1.0, off_policy_mask_threshold=None, importance_sampling_level="token",
+        top_entropy_quantile=1.0, off_policy_mask_threshold=None, importance_sampling_level=level,
         beta=beta, args=SimpleNamespace(use_bias_correction_kl=False, delta=None, steps_per_generation=1),
         loss_type=loss_type, epsilon_low=eps_low, epsilon_high=eps_high, use_vllm=False,
         model=SimpleNamespace(training=True), current_gradient_accumulation_steps=1,
