@@ -89,14 +89,38 @@ def check_params(kind: str, name: str, params: dict, field: str, provided: tuple
     sig = signature_params(obj)
     settable = {p.name for p in sig.parameters.values()
                 if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name not in provided}
-    for key in params:
+    hints = _type_hints(obj)
+    for key, value in params.items():
         if key not in settable:
             raise UserError(f"{field}.{key}", f"unknown parameter of {kind} {name!r}",
                             did_you_mean(key, settable))
+        if key in hints:
+            _check_type(hints[key], value, f"{field}.{key}")
     for p in sig.parameters.values():
         if (require and p.default is p.empty and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
                 and p.name in settable and p.name not in params):
             raise UserError(f"{field}.{p.name}", f"required parameter of {kind} {name!r} is missing")
+
+
+def _type_hints(obj) -> dict:
+    import typing
+    target = obj.__init__ if inspect.isclass(obj) else obj
+    try:
+        return typing.get_type_hints(target)
+    except Exception:  # an annotation we cannot resolve is not checked
+        return {}
+
+
+def _check_type(hint, value, where: str) -> None:
+    """Check a YAML value against a parameter's annotation (pydantic's lax rules: 1 is a float)."""
+    from pydantic import TypeAdapter, ValidationError
+    try:
+        TypeAdapter(hint).validate_python(value)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise UserError(where, f"{err['msg']}, got {value!r}") from None
+    except Exception:  # a type pydantic cannot build a validator for is not checked
+        return
 
 
 def call_with(fn: Callable, available: dict, params: dict, positional: tuple = ()) -> Any:

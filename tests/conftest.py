@@ -11,10 +11,10 @@ FAST = ["stages=[{kind: sft, steps: 20, lr: 3.0e-3, batch_size: 16}, {kind: rl}]
         "train.steps=2", "train.prompts_per_step=4", "train.group_size=4",
         "eval.samples=2", "eval.k=[1]", "eval.limit=8", "data.test_size=16",
         "generation.max_new_tokens=24",
-        # a barely trained model rarely scores on accuracy/format; the length reward always
-        # varies within a group, so every step has non-zero advantages to learn from
+        # a barely trained model rarely scores on accuracy/format; the parity coin varies within
+        # a group, so every step has non-zero advantages (and positives and negatives)
         "rewards=[{fn: accuracy}, {fn: format, weight: 0.1}, "
-        "{fn: 'tests.user_rewards:length_reward', weight: 0.01}]"]
+        "{fn: 'tests.user_rewards:parity_reward', weight: 1.0}]"]
 
 
 @pytest.fixture(autouse=True)

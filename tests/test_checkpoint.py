@@ -202,3 +202,9 @@ def test_stateful_components_round_trip_through_a_checkpoint(tmp_path, monkeypat
     assert fresh.stateful()["regularizer1"].calls == 7
     assert fresh.sampler.state_dict() == comp.sampler.state_dict() == {"epoch": 1, "pos": 3}
     assert fresh.sampler.next(5) == comp.sampler.next(5)
+
+
+def test_r2vpo_dual_variable_is_checkpointed_state():
+    from rlrecipes.trainer import Components
+    comp = Components(load_recipe("recipes/r2vpo.yaml", "tiny"), num_rows=10)
+    assert "loss" in comp.stateful() and comp.stateful()["loss"].state_dict() == {"lambda": 0.0}

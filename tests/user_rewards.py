@@ -19,3 +19,10 @@ def slow_length_reward(prompts, completions, **kwargs):
 def infinite_reward(prompts, completions, **kwargs):
     """Makes every advantage NaN (inf - inf), to exercise the non-finite guard."""
     return [float("inf")] * len(completions)
+
+
+def parity_reward(prompts, completions, **kwargs):
+    """A deterministic coin per completion (CRC-32 parity): binary and varied within a group, so
+    barely trained models still get positives and negatives (what DisCO-style losses need)."""
+    import zlib
+    return [float(zlib.crc32(c.encode()) % 2) for c in completions]

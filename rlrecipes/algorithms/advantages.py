@@ -1,13 +1,15 @@
 """Advantage estimators: `fn(rewards_BG, **params) -> adv_BG` (float32)."""
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 
 from ..registry import register
 
 
 @register("advantage", "grpo")
-def grpo(rewards_BG: torch.Tensor, scale: str = "group", eps: float = 1e-4) -> torch.Tensor:
+def grpo(rewards_BG: torch.Tensor, scale: Literal["group", "batch", "none"] = "group", eps: float = 1e-4) -> torch.Tensor:
     """Group-relative advantage, DeepSeekMath (arXiv 2402.03300) §4.1.2, outcome supervision:
 
         A_i = (r_i - mean(r_group)) / (std + eps)

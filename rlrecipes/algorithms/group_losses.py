@@ -6,6 +6,7 @@ checks that mini- and micro-batches are multiples of it. Groups are consecutive 
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
 
@@ -81,7 +82,7 @@ def _grouped(ids_NT, mask_NT, adv_N, G, conflict_weight):
 
 
 @register("loss", "disco")
-def disco(logp_NT, old_logp_NT, mask_NT, rewards_N, group_size, score: str = "logL", tau: float = 10.0,
+def disco(logp_NT, old_logp_NT, mask_NT, rewards_N, group_size, score: Literal["logL", "Lratio"] = "logL", tau: float = 10.0,
           delta: float = 1e-4, beta: float = 1e3, balanced: bool = False):
     """DisCO, discriminative constrained optimization (Li et al., arXiv 2505.12366, eq. 9-11; verl
     recipe/disco): per prompt J = mean_{o+} s(o) - tau log mean_{o-} exp(s(o)/tau) (DisCO-b,

@@ -8,6 +8,8 @@ log r = ref_logp - logp on tokens sampled from the current policy:
 """
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 
 from ..registry import register
@@ -25,7 +27,7 @@ def kl_estimate(logp_NT: torch.Tensor, ref_logp_NT: torch.Tensor, estimator: str
 
 
 @register("regularizer", "kl")
-def kl(logp_NT, ref_logp_NT, mask_NT, beta: float = 0.04, estimator: str = "k3"):
+def kl(logp_NT, ref_logp_NT, mask_NT, beta: float = 0.04, estimator: Literal["k1", "k2", "k3"] = "k3"):
     """beta * KL(pi || pi_ref) per token, added to the policy loss before aggregation (GRPO,
     arXiv 2402.03300, eq. 3; TRL adds it the same way). beta = 0.04 is DeepSeekMath §4.2."""
     kl_NT = kl_estimate(logp_NT, ref_logp_NT, estimator)
@@ -47,7 +49,7 @@ def grpo_d_beta(step: int, total_steps: int, beta_min: float, beta_max: float, w
 
 @register("regularizer", "grpo_d")
 def grpo_d(logp_NT, ref_logp_NT, mask_NT, step, total_steps, beta_min: float = 0.0, beta_max: float = 0.02,
-           warm_frac: float = 0.3, estimator: str = "k3"):
+           warm_frac: float = 0.3, estimator: Literal["k1", "k2", "k3"] = "k3"):
     """KL to the reference with OThink-MR1's GRPO-D schedule (explore early, exploit late); w/t = 0.3
     and the beta range per task are the paper's §4. Use it instead of algorithm.kl (beta 0)."""
     beta = grpo_d_beta(step, total_steps, beta_min, beta_max, warm_frac)

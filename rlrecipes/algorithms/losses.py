@@ -8,6 +8,8 @@ N = B*G sequences, T = completion tokens.
 """
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 
 from ..registry import register
@@ -69,7 +71,9 @@ REC_WEIGHT = ("none", "importance_sampling", "truncated_importance_sampling", "a
 
 
 @register("loss", "rec")
-def rec(logp_NT, old_logp_NT, adv_N, mask_NT, clip_mode: str = "one-side", weight: str = "none",
+def rec(logp_NT, old_logp_NT, adv_N, mask_NT,
+        clip_mode: Literal["none", "one-side", "two-side", "ring", "gspo-one-side"] = "one-side",
+        weight: Literal["none", "importance_sampling", "truncated_importance_sampling", "advantage"] = "none",
         eps_low: float = 0.2, eps_high: float = 0.2, eps_low_ring: float = 0.6,
         eps_high_ring: float = 2.0, temp: float = 1.0):
     """REC, group-relative REINFORCE with clipping as a mask (Yao, Chen et al., arXiv 2509.24203,
@@ -105,20 +109,30 @@ def rec(logp_NT, old_logp_NT, adv_N, mask_NT, clip_mode: str = "one-side", weigh
 
 
 @register("loss", "mdpo")
-def mdpo(logp_NT, old_logp_NT, adv_N, mask_NT, step, total_steps, min_t: float = 1e-3):
-    """On-policy MDPO (Tomar et al., "Mirror Descent Policy Optimization", arXiv 2005.09814, eq. 9):
-    l_t = -rho_t A + (1/t_k) rho_t log rho_t, no clipping, with pi_k = the rollout policy and the
-    sampled KL(pi_theta || pi_k) = E_{pi_k}[rho log rho]; t_k = 1 - k/K anneals the step size
-    (k = step - 1 of K = train.steps, clamped at min_t). Take the paper's m inner steps with
-    train.ppo_epochs. [unverified against the authors' code]"""
+def mdpo(logp_NT, old_logp_NT, adv_N, mask_NT, step, total_steps, min_t: float = 1e-3,
+         kl_estimator: Literal["rho_log_rho", "control_variate"] = "control_variate"):
+    """On-policy MDPO (Tomar et al., "Mirror Descent Policy Optimization", arXiv 2005.09814, §4):
+    l_t = -rho_t A + (1/t_k) KL_t, no clipping, pi_k = the rollout policy, t_k = 1 - k/K annealing
+    the step size (k = step - 1 of K = train.steps, clamped at min_t); the paper's m inner steps
+    are train.ppo_epochs.
+
+    KL(pi_theta || pi_k) from samples of pi_k: `rho_log_rho` is rho log rho (the spec's form);
+    `control_variate` (default) subtracts rho - 1, whose mean under pi_k is 0: same expectation,
+    never negative, and no gradient at rho = 1. Deviation, and why: with rho log rho each sampled
+    token gets gradient (1/t_k) grad(logp) at rho = 1, zero only on average; on small batches it
+    pushes sampled tokens down and entropy up (the tiny preset collapsed with it)."""
     log_ratio_NT = logp_NT - old_logp_NT
     ratio_NT = torch.exp(log_ratio_NT)
     t_k = max(min_t, 1.0 - (step - 1) / max(1, total_steps))
     adv_NT = adv_N.unsqueeze(-1) if adv_N.dim() == 1 else adv_N
-    loss_NT = -ratio_NT * adv_NT + (1.0 / t_k) * ratio_NT * log_ratio_NT
+    kl_NT = ratio_NT * log_ratio_NT
+    if kl_estimator == "control_variate":
+        kl_NT = kl_NT - (ratio_NT - 1)
+    loss_NT = -ratio_NT * adv_NT + (1.0 / t_k) * kl_NT
     m = mask_NT.bool()
     with torch.no_grad():
-        metrics = {"ratio_mean": (ratio_NT * m).sum() / m.sum().clamp(min=1), "mdpo_inv_t": 1.0 / t_k}
+        metrics = {"ratio_mean": (ratio_NT * m).sum() / m.sum().clamp(min=1), "mdpo_inv_t": 1.0 / t_k,
+                   "mdpo_kl": (kl_NT * m).sum() / m.sum().clamp(min=1)}
     return loss_NT, metrics
 
 

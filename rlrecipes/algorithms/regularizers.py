@@ -2,6 +2,8 @@
 per-token policy loss before aggregation. Names of the inputs: see `algorithms/__init__.py`."""
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 
 from ..registry import register
@@ -29,7 +31,7 @@ def forward_kl(logp_NT, coef: float = 0.1):
 
 
 @register("regularizer", "llds")
-def llds(logp_NT, old_logp_NT, adv_N, mask_NT, coef: float = 0.1, gate: str = "response"):
+def llds(logp_NT, old_logp_NT, adv_N, mask_NT, coef: float = 0.1, gate: Literal["response"] = "response"):
     """LLDS, likelihood-decline penalty (Deng et al., arXiv 2512.04220) [recon: the abstract and model
     card give the gates, the formula is ours]: on responses with A >= 0 whose total log-likelihood
     fell (sum_t logp - old_logp < 0), penalise each token whose log-prob fell:

@@ -104,9 +104,24 @@ def test_mdpo_worked_example():
     # spec (algorithms_b §4): log rho = [0.2, -0.1, 0], A = [1, -0.5, 0.3], k = 2, K = 10 -> L = -0.29225
     lp = torch.tensor([[0.2], [-0.1], [0.0]])
     loss, m = get("loss", "mdpo")(lp, torch.zeros(3, 1), torch.tensor([1.0, -0.5, 0.3]), torch.ones(3, 1),
-                                  step=3, total_steps=10)  # k = step - 1 = 2
+                                  step=3, total_steps=10, kl_estimator="rho_log_rho")  # k = step - 1 = 2
     assert m["mdpo_inv_t"] == pytest.approx(1.25)
     assert aggregate("token_mean", loss, torch.ones(3, 1), 1).item() == pytest.approx(-0.29225, abs=1e-5)
+    # control variate: KL = 0.051266 - mean(rho - 1) = 0.051266 - (0.22140 - 0.09516 + 0) / 3
+    # = 0.009186 -> L = -0.35633 + 1.25 * 0.009186 = -0.34485
+    loss, _ = get("loss", "mdpo")(lp, torch.zeros(3, 1), torch.tensor([1.0, -0.5, 0.3]), torch.ones(3, 1),
+                                  step=3, total_steps=10)
+    assert aggregate("token_mean", loss, torch.ones(3, 1), 1).item() == pytest.approx(-0.34485, abs=1e-4)
+
+
+def test_mdpo_control_variate_has_no_gradient_at_rho_one_without_advantage():
+    lp = torch.zeros(2, 3, requires_grad=True)
+    for estimator, expected in (("control_variate", 0.0), ("rho_log_rho", 1.0 / 6)):
+        lp.grad = None
+        loss, _ = get("loss", "mdpo")(lp, torch.zeros(2, 3), torch.zeros(2), torch.ones(2, 3), step=1,
+                                      total_steps=4, kl_estimator=estimator)
+        aggregate("token_mean", loss, torch.ones(2, 3), 3).backward()
+        assert torch.allclose(lp.grad, torch.full((2, 3), expected)), estimator
 
 
 def test_mdpo_on_policy_is_policy_gradient():
