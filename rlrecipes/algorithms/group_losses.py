@@ -121,7 +121,8 @@ def reg_grpo(logp_NT, old_logp_NT, mask_NT, rewards_N, group_size, eps: float = 
     """Reg-GRPO (DeepVideo-R1, §3.2): regress the group-normalised sequence log-ratio
     rho_i = sum_t (logp - old_logp) onto the group-normalised reward, loss = mean_i (A_i - A_theta,i)^2
     (population std; no clip, no min). Groups with equal rewards carry no signal and are masked.
-    sqrt(var + eps^2) keeps the gradient finite at the first update, where every rho is 0.
+    sqrt(var + eps^2) keeps the gradient finite at the first update, where every rho is 0; eps also
+    sets how far the policy must move to fit (the recipe uses 0.1, see recipes/reg_grpo.yaml).
     Add the KL term with algorithm.kl.beta. Aggregation seq_mean_token_mean."""
     G = group_size
     rho_BG = ((logp_NT - old_logp_NT) * mask_NT).sum(-1).view(-1, G)
