@@ -12,10 +12,7 @@ import time
 
 import torch
 
-from . import algorithms
-from .algorithms.losses import aggregate  # noqa: F401  (re-exported for users)
 from .logprobs import token_logprobs
-from .model import Reference
 from .registry import call_with, get, signature_params
 from .rewards.combine import combine, score
 
@@ -68,14 +65,14 @@ def rl_step(ctx, step: int) -> dict:
     reward_N = combine(rewards_NK, [f.weight for f in ctx.reward_fns])
     # Advantages over the whole batch: gather every rank's rewards, keep this rank's slice.
     all_N = acc.gather(reward_N.to(acc.device)).cpu()
-    rewards_BG = all_N.view(-1, G)
-    rewards_BG = torch.where(torch.isnan(rewards_BG), rewards_BG.nanmean(1, keepdim=True), rewards_BG)
-    adv_BG = call_with(comp.advantage, {"rewards_BGK": None, "group_size": G, "step": step},
-                       comp.adv_params, positional=(rewards_BG,))
-    n_mine = len(mine)
-    adv_N = adv_BG.reshape(acc.num_processes, n_mine * G)[acc.process_index].to(acc.device)
-    metrics = update(ctx, rollout, adv_N, reward_N, step)
     all_K = acc.gather(rewards_NK.to(acc.device)).cpu()
+    rewards_BG = all_N.view(-1, G)
+    # A completion that no reward applied to (all None) takes its group's mean: advantage ~0.
+    rewards_BG = torch.where(torch.isnan(rewards_BG), rewards_BG.nanmean(1, keepdim=True), rewards_BG)
+    available = {"rewards_BGK": all_K.view(-1, G, all_K.shape[-1]), "group_size": G, "step": step}
+    adv_BG = call_with(comp.advantage, available, comp.adv_params, positional=(rewards_BG,))
+    adv_N = adv_BG.reshape(acc.num_processes, len(mine) * G)[acc.process_index].to(acc.device)
+    metrics = update(ctx, rollout, adv_N, reward_N, step)
     metrics.update({
         "reward_mean": all_N.nanmean().item(), "reward_std": _nanstd(all_N),
         **{f"reward/{f.name}": all_K[:, k].nanmean().item() for k, f in enumerate(ctx.reward_fns)},
@@ -113,7 +110,8 @@ def update(ctx, rollout, adv_N, reward_N, step: int) -> dict:
     mini = max(1, N // r.train.mini_batches)
     micro = r.train.micro_batch_size or mini
     minibatches = [list(range(s, min(s + mini, N))) for s in range(0, N, mini)]
-    all_micro = [mb[s:s + micro] for mb in minibatches for s in range(0, len(mb), micro)]
+    chunked = [[mb[s:s + micro] for s in range(0, len(mb), micro)] for mb in minibatches]
+    all_micro = [c for chunks in chunked for c in chunks]
     on_policy = r.train.ppo_epochs == 1 and len(minibatches) == 1
     unwrapped = acc.unwrap_model(ctx.model)
     old_NT = None if on_policy else _fixed_logprobs(ctx, unwrapped, rollout, all_micro)
@@ -128,8 +126,7 @@ def update(ctx, rollout, adv_N, reward_N, step: int) -> dict:
     n_updates = skipped = 0
     ctx.model.train()
     for _ in range(r.train.ppo_epochs):
-        for mb in minibatches:
-            chunks = [mb[s:s + micro] for s in range(0, len(mb), micro)]
+        for mb, chunks in zip(minibatches, chunked):
             den = sum(comp.aggregation(torch.zeros_like(mask_NT[c]), mask_NT[c], max_len=max_len)[1]
                       for c in chunks)
             loss_total = 0.0
@@ -186,5 +183,3 @@ def lr_lambda(train):
         return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - train.warmup_steps) / span)))
     return f
 
-
-__all__ = ["Components", "rl_step", "update", "lr_lambda", "algorithms", "Reference"]
