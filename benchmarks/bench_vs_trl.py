@@ -49,7 +49,8 @@ def run_ours(args, mode: str, out_dir: Path) -> dict:
         f"model.dtype={'bfloat16' if args.device == 'cuda' else 'float32'}"]
     recipe = load_recipe("recipes/grpo.yaml", None, overrides)
     train(recipe, str(out_dir / "ours"), say=lambda *a, **k: None)
-    steps = [json.loads(line) for line in (out_dir / "ours" / "metrics.jsonl").read_text().splitlines()]
+    lines = [json.loads(line) for line in (out_dir / "ours" / "metrics.jsonl").read_text().splitlines()]
+    steps = [m for m in lines if "step_time" in m]  # eval lines have none
     return {"completions_per_s": B * G / statistics.median(m["step_time"] for m in steps[1:])}
 
 

@@ -55,7 +55,8 @@ def step(workdir: Path) -> dict:
     recipe = load_recipe("recipes/grpo.yaml", None, overrides)
     torch.cuda.reset_peak_memory_stats()
     train(recipe, str(workdir / "run"), say=lambda *a, **k: None)
-    m = json.loads((workdir / "run" / "metrics.jsonl").read_text().splitlines()[-1])
+    m = [json.loads(line) for line in (workdir / "run" / "metrics.jsonl").read_text().splitlines()
+         if "step_time" in line][-1]
     return {"step_s": m["step_time"], "gen_tokens_per_s": m["gen_tokens_per_s"],
             "gpu_mem_peak_gb": torch.cuda.max_memory_allocated() / 2**30,
             "completion_len": m["completion_len"], "loss": m["loss"]}
