@@ -39,6 +39,7 @@ class Components:
         wants = {name for fn, _ in self.regularizers for name in signature_params(fn).parameters}
         self.needs_ref = "ref_logp_NT" in wants | set(signature_params(self.loss).parameters)
         self.entropy_grad = "entropy_NT" in wants  # losses that read entropy use it detached
+        self.needs_last_layer = "hidden_NTD" in signature_params(self.loss).parameters
         self.sampler = get("sampler", alg.sampler.fn)(num_rows=num_rows, seed=recipe.train.seed,
                                                       **alg.sampler.params)
 
@@ -151,13 +152,15 @@ def update(ctx, rollout, adv_N, reward_N, step: int) -> dict:
 def micro_loss(ctx, rollout, idx, adv_N, reward_N, old_NT, ref_NT, mask_NT, den, step):
     """Forward + backward of one micro-batch; returns (its share of the loss, metrics)."""
     r, comp = ctx.recipe, ctx.comp
+    extras = {} if comp.needs_last_layer else None
     logp_NT, entropy_NT = token_logprobs(ctx.model, *_tensors(rollout, idx), r.generation.temperature,
-                                         entropy="grad" if comp.entropy_grad else "log")
+                                         entropy="grad" if comp.entropy_grad else "log", extras=extras)
     old = logp_NT.detach() if old_NT is None else old_NT[idx]
     inputs = {"logp_NT": logp_NT, "old_logp_NT": old, "adv_N": adv_N[idx], "mask_NT": mask_NT[idx],
               "ref_logp_NT": None if ref_NT is None else ref_NT[idx], "entropy_NT": entropy_NT,
               "ids_NT": rollout.completion_ids_NT[idx], "rewards_N": reward_N[idx].to(logp_NT.device),
-              "group_size": r.train.group_size, "step": step, "total_steps": r.train.steps}
+              "group_size": r.train.group_size, "step": step, "total_steps": r.train.steps,
+              **(extras or {})}
     loss_NT, metrics = call_with(comp.loss, inputs, comp.loss_params)
     for fn, params in comp.regularizers:
         term_NT, m = call_with(fn, inputs, params)

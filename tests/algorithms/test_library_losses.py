@@ -242,3 +242,28 @@ def test_grpo_d_schedule():
                                            step=65, total_steps=100)
     assert m["kl_beta"] == pytest.approx(0.01)
     assert term.item() == pytest.approx(0.01 * (1 - math.log(2)))
+
+
+# ---------------------------------------------------------------- CAPO (arXiv 2510.00819) [recon]
+
+def test_capo_fisher_quadratic_worked_example():
+    # spec (algorithms_b §5): 1 token, V=2, p=[.5,.5], dz=[1,0]: 0.5 - 0.25 = 0.25 -> KL 0.125
+    from rlrecipes.algorithms.capo import fisher_quadratic
+    q = fisher_quadratic(torch.tensor([[0.5, 0.5]]), torch.tensor([[1.0, 0.0]]))
+    assert q.item() == pytest.approx(0.25) and 0.5 * q.item() == pytest.approx(0.125)
+
+
+def test_capo_masks_the_sequence_with_the_largest_predicted_shift():
+    # own: two one-token sequences, A = +1 both, p uniform over V=2, sampled token 0.
+    # coef_s = A (e_0 - p) = [.5, -.5]; h = [1] and [3]: Gram [[1,3],[3,9]]
+    # dz_1 = (1 + 3)[.5,-.5] = [2,-2] -> KL = .5 (.5*4 + .5*4 - 0) = 2
+    # dz_2 = (3 + 9)[.5,-.5] = [6,-6] -> KL = .5 * 36 = 18: the second is rejected (top 50%)
+    from rlrecipes.algorithms.capo import predicted_shift
+    h = torch.tensor([[[1.0]], [[3.0]]])
+    p = torch.full((2, 1, 2), 0.5)
+    ids, adv, mask = torch.zeros(2, 1, dtype=torch.long), torch.tensor([1.0, 1.0]), torch.ones(2, 1)
+    kl, dj = predicted_shift(h, p, ids, adv, mask)
+    assert kl.tolist() == pytest.approx([2.0, 18.0]) and (dj > 0).all()
+    loss, m = get("loss", "capo")(torch.zeros(2, 1), torch.zeros(2, 1), adv, mask, ids, h, p, reject_frac=0.5)
+    assert loss[0].item() == pytest.approx(-1.0) and loss[1].item() == 0.0
+    assert m["capo_masked_frac"].item() == 0.5
