@@ -15,7 +15,7 @@ import torch
 from . import checkpoint
 from .config import load_recipe
 from .errors import UserError
-from .evaluate import evaluate, mean_ci
+from .evaluate import evaluate, mean_ci, summarize
 from .model import load_policy, load_tokenizer, load_weights, resolve_path
 from .registry import get
 from .run import format_prompts
@@ -80,22 +80,20 @@ def run_eval_command(target: Path, checkpoint_name: str, preset, overrides, samp
     if bad:
         raise UserError("--k", f"k={bad[0]} must be between 1 and --samples={samples}")
     gen = recipe.generation.model_copy(update={"temperature": recipe.eval.temperature or recipe.generation.temperature})
-    torch.manual_seed(recipe.train.seed)
-    values: dict = {}
-    result = {"checkpoint": checkpoint_name, "split": split,
-              **evaluate(model, tokenizer, task, rows, prompts, samples, gen, device, ks, per_problem_out=values)}
+
+    def judge(m) -> dict[str, list[float]]:
+        torch.manual_seed(recipe.train.seed)  # the same sampling noise for both sides of a comparison
+        return evaluate(m, tokenizer, task, rows, prompts, samples, gen, device, ks)
+
+    values = judge(model)
+    result = {"checkpoint": checkpoint_name, "split": split, **summarize(values), "samples": samples}
     if compare == "base":
-        torch.manual_seed(recipe.train.seed)
-        base_values: dict = {}
-        ctx = model.disable_adapter() if hasattr(model, "disable_adapter") else None
-        if ctx is None:  # a full fine-tune: reload the base weights
-            model, _ = load_policy(model_cfg, device, base_path)
-            result["base"] = evaluate(model, tokenizer, task, rows, prompts, samples, gen, device, ks,
-                                      per_problem_out=base_values)
-        else:
-            with ctx:
-                result["base"] = evaluate(model, tokenizer, task, rows, prompts, samples, gen, device, ks,
-                                          per_problem_out=base_values)
+        if hasattr(model, "disable_adapter"):
+            with model.disable_adapter():
+                base_values = judge(model)
+        else:  # a full fine-tune: reload the base weights
+            base_values = judge(load_policy(model_cfg, device, base_path)[0])
+        result["base"] = {**summarize(base_values), "samples": samples}
         result["gain"] = {}
         for name, vals in values.items():
             mean, ci = mean_ci([a - b for a, b in zip(vals, base_values[name])])

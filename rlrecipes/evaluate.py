@@ -76,9 +76,9 @@ def summarize(values: dict[str, list[float]]) -> dict:
 
 @torch.no_grad()
 def evaluate(model, tokenizer, task, rows, prompts, samples: int, gen, device, ks=(1,),
-             batch_size: int = 256, per_problem_out: dict | None = None) -> dict:
-    """Judge `samples` completions of each row with `task.score`; return `summarize`'s metrics.
-    Pass a dict as `per_problem_out` to also get the per-problem values (for comparisons)."""
+             batch_size: int = 256) -> dict[str, list[float]]:
+    """Judge `samples` completions of each row with `task.score`; returns the per-problem values
+    of every metric (`summarize` turns them into means and intervals; comparisons pair them)."""
     correct, answers = [], []
     per_call = max(1, batch_size // samples)
     for start in range(0, len(rows), per_call):
@@ -88,7 +88,4 @@ def evaluate(model, tokenizer, task, rows, prompts, samples: int, gen, device, k
             texts = rollout.texts[i * samples:(i + 1) * samples]
             correct.append([task.score(t, row) for t in texts])
             answers.append([task.extract(t) for t in texts])
-    values = per_problem(correct, answers, rows, list(ks), task.check)
-    if per_problem_out is not None:
-        per_problem_out.update(values)
-    return {**summarize(values), "samples": samples}
+    return per_problem(correct, answers, rows, list(ks), task.check)

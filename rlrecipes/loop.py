@@ -36,9 +36,8 @@ def run_eval(ctx, model, label: str) -> dict:
     prompts = ctx.test_prompts[:len(rows)]
     mine = slice(acc.process_index, None, acc.num_processes)
     gen = r.generation.model_copy(update={"temperature": r.eval.temperature or r.generation.temperature})
-    values: dict = {}
-    evaluate(acc.unwrap_model(model), ctx.tokenizer, ctx.task, rows[mine], prompts[mine],
-             r.eval.samples, gen, acc.device, r.eval.k, per_problem_out=values)
+    values = evaluate(acc.unwrap_model(model), ctx.tokenizer, ctx.task, rows[mine], prompts[mine],
+                      r.eval.samples, gen, acc.device, r.eval.k)
     if acc.num_processes > 1:
         from accelerate.utils import gather_object
         parts = gather_object([values])

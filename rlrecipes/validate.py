@@ -39,8 +39,8 @@ def _check_rules(recipe) -> None:
             raise UserError("model.name_or_path", f"local model directory not found: {model.name_or_path}")
     check_source(recipe.data.source)
     if recipe.data.source == "synthetic":
-        task = get("task", recipe.data.task)
-        if "synthetic" not in vars(task) and not any("synthetic" in vars(c) for c in task.__mro__[:-2]):
+        from .tasks.base import Task
+        if get("task", recipe.data.task).synthetic is Task.synthetic:  # not overridden
             raise UserError("data.source", f"task {recipe.data.task!r} has no synthetic data",
                             "give data.source: {hf: ...} or {path: ...}")
     for k in ev.k:
