@@ -126,10 +126,11 @@ def train(recipe, output_dir: str | None = None, say=print, resume: str | None =
                     run_sft(recipe, stage, resolve_path(recipe.model), tokenizer, task, train_rows,
                             ctx.train_prompts, base_path, acc.device, log=bar.update)
             acc.wait_for_everyone()
-    summary = {"run_dir": str(run_dir), "eval": {}, "status": "finished"}
+    summary = {"run_dir": str(run_dir), "eval": {}, "status": "failed"}
     try:
         if any(s.kind == "rl" for s in recipe.stages):
             summary["eval"] = rl_stage(ctx, base_path, resume_from)
+        summary["status"] = "finished"
     except TrainingStopped as stop:
         summary["status"] = f"stopped: {stop}"
         raise

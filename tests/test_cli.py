@@ -83,3 +83,11 @@ def test_train_missing_column_exits_2(tmp_path):
     result = runner.invoke(app, args)
     assert result.exit_code == 2, result.output
     assert "data.fields.answer: task 'arith' needs a 'answer' column" in result.output.replace("\n", "")
+
+
+def test_failed_run_is_not_reported_as_finished(tmp_path):
+    args = ["train", "recipes/grpo.yaml", "--preset", "tiny", "--output-dir", str(tmp_path / "run"),
+            *sum((["-o", o] for o in FAST), []), "-o", "eval.at_start=false",
+            "-o", "rewards=[{fn: 'tests.user_rewards:broken_reward'}]"]
+    assert runner.invoke(app, args).exit_code == 2
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "failed"
