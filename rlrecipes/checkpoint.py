@@ -142,15 +142,21 @@ def find_run(recipe_name: str, runs_root: Path = Path("runs")) -> Path:
     return runs[-1]
 
 
+def run_recipe_path(run_dir: Path) -> Path:
+    """The resolved recipe.yaml a run directory holds; a UserError when it is not a run."""
+    path = Path(run_dir) / "recipe.yaml"
+    if not path.is_file():
+        raise UserError(str(run_dir), "not a run directory (no recipe.yaml)")
+    return path
+
+
 def check_same_recipe(run_dir: Path, recipe) -> None:
     """Refuse to resume with a recipe that differs in anything but RESUMABLE_CHANGES."""
     import yaml
 
     from .catalog import flatten
     from .config import to_dict
-    saved_path = Path(run_dir) / "recipe.yaml"
-    if not saved_path.is_file():
-        raise UserError(str(run_dir), "not a run directory (no recipe.yaml)")
+    saved_path = run_recipe_path(run_dir)
     saved, now = flatten(yaml.safe_load(saved_path.read_text())), flatten(to_dict(recipe))
     for key in sorted(set(saved) | set(now)):
         if key.startswith(RESUMABLE_CHANGES) or saved.get(key) == now.get(key):

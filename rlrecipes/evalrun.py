@@ -25,11 +25,10 @@ from .tasks import load_splits
 def resolve_target(target: Path, preset, overrides) -> tuple[object, Path | None]:
     """(recipe, run_dir or None)."""
     if target.is_dir():
-        if not (target / "recipe.yaml").is_file():
-            raise UserError(str(target), "not a run directory (no recipe.yaml)")
+        saved = checkpoint.run_recipe_path(target)
         if preset:
             raise UserError("--preset", "a run's recipe.yaml is already resolved; --preset is for recipe files")
-        return load_recipe(target / "recipe.yaml", None, overrides), target
+        return load_recipe(saved, None, overrides), target
     return load_recipe(target, preset, overrides), None
 
 
