@@ -2,7 +2,9 @@
 
 Same model (the tiny Qwen2 of the given shape, same init), 16 prompts x 8 completions per step,
 fixed-length generation (min_new_tokens = max_new_tokens = 16, so both do the same work),
-beta 0.04 (both compute reference log-probs), one update per step, full fine-tune and LoRA.
+beta 0.04 (both compute reference log-probs), one update per step, full fine-tune and LoRA,
+gradient checkpointing off on both sides unless --gradient-checkpointing (TRL's default is on;
+an earlier version of this script left it on for TRL alone, which flattered our speed).
 Prints completions/s (B*G over the median step time; the first step is a warm-up and not
 timed) and peak RSS of each process, and the ratios rlrecipes / TRL. Not a test: numbers vary by machine.
 
@@ -46,7 +48,8 @@ def run_ours(args, mode: str, out_dir: Path) -> dict:
         "algorithm.loss.aggregation=seq_mean_token_mean",
         f"generation.max_new_tokens={T}", f"generation.min_new_tokens={T}",
         "eval.at_start=false", "eval.samples=1", "eval.k=[1]", "eval.limit=16",
-        f"model.dtype={'bfloat16' if args.device == 'cuda' else 'float32'}"]
+        f"model.dtype={'bfloat16' if args.device == 'cuda' else 'float32'}",
+        f"model.gradient_checkpointing={str(args.gradient_checkpointing).lower()}"]
     recipe = load_recipe("recipes/grpo.yaml", None, overrides)
     train(recipe, str(out_dir / "ours"), say=lambda *a, **k: None)
     lines = [json.loads(line) for line in (out_dir / "ours" / "metrics.jsonl").read_text().splitlines()]
@@ -78,7 +81,8 @@ def run_trl(args, mode: str, out_dir: Path) -> dict:
         gradient_accumulation_steps=1, max_completion_length=T, learning_rate=1e-5, beta=0.04,
         max_steps=args.steps, logging_steps=1, report_to="none", save_strategy="no",
         use_cpu=args.device == "cpu", bf16=args.device == "cuda", temperature=1.0,
-        generation_kwargs={"min_new_tokens": T}, seed=0, disable_tqdm=True)
+        generation_kwargs={"min_new_tokens": T}, seed=0, disable_tqdm=True,
+        gradient_checkpointing=args.gradient_checkpointing)  # TRL's default is True; ours False
     ends: list[float] = []
 
     class Clock(TrainerCallback):
@@ -97,6 +101,9 @@ def worker(args) -> None:
         fn = run_ours if args.worker == "rlrecipes" else run_trl
         result = fn(args, args.mode, Path(tmp))
     result["peak_rss_mb"] = peak_rss_mb()
+    import torch
+    if torch.cuda.is_available():
+        result["gpu_mem_peak_gb"] = torch.cuda.max_memory_allocated() / 2**30
     print("RESULT " + json.dumps(result))
 
 
@@ -104,6 +111,8 @@ def run_worker(args, impl: str, mode: str) -> dict:
     """One measurement in a fresh subprocess (so imports and peak RSS are its own)."""
     cmd = [sys.executable, __file__, "--worker", impl, "--mode", mode, "--steps", str(args.steps),
            "--hidden", str(args.hidden), "--layers", str(args.layers), "--device", args.device]
+    if args.gradient_checkpointing:
+        cmd.append("--gradient-checkpointing")
     for flag in ("heads", "kv_heads", "intermediate", "vocab"):
         if getattr(args, flag) is not None:
             cmd += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
@@ -127,6 +136,8 @@ def main() -> None:
     p.add_argument("--modes", default="none,lora", help="adapters to compare: none (full) and/or lora")
     p.add_argument("--repeats", type=int, default=3,
                    help="runs per (impl, mode), interleaved; the fastest counts (host noise only slows)")
+    p.add_argument("--gradient-checkpointing", action="store_true",
+                   help="turn it on for both (TRL turns it on by default; off here so both do the same work)")
     p.add_argument("--json", type=Path, help="also write the results here")
     p.add_argument("--worker", choices=["rlrecipes", "trl"], help=argparse.SUPPRESS)
     p.add_argument("--mode", help=argparse.SUPPRESS)
@@ -140,8 +151,11 @@ def main() -> None:
         old = results.setdefault(key, new)
         results[key] = {"completions_per_s": max(old["completions_per_s"], new["completions_per_s"]),
                         "peak_rss_mb": min(old["peak_rss_mb"], new["peak_rss_mb"])}
+        if "gpu_mem_peak_gb" in new:
+            results[key]["gpu_mem_peak_gb"] = min(old["gpu_mem_peak_gb"], new["gpu_mem_peak_gb"])
     print(f"B={B} prompts x G={G} completions x T={T} tokens, {args.steps} steps (first untimed), "
-          f"best of {args.repeats} runs, hidden={args.hidden} layers={args.layers}, device={args.device}")
+          f"best of {args.repeats} runs, hidden={args.hidden} layers={args.layers}, device={args.device}, "
+          f"gradient checkpointing={'on' if args.gradient_checkpointing else 'off'} (both)")
     print(f"{'mode':6} {'impl':10} {'compl/s':>10} {'peak RSS MB':>12}")
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     summary = {"config": config | {"B": B, "G": G, "T": T}, "results": results, "ratios": {}}
@@ -151,6 +165,10 @@ def main() -> None:
             print(f"{mode:6} {impl:10} {r['completions_per_s']:10.1f} {r['peak_rss_mb']:12.0f}")
         ratio = {"speed": ours["completions_per_s"] / trl["completions_per_s"],
                  "rss": ours["peak_rss_mb"] / trl["peak_rss_mb"]}
+        if "gpu_mem_peak_gb" in ours and "gpu_mem_peak_gb" in trl:
+            ratio["gpu_mem"] = ours["gpu_mem_peak_gb"] / trl["gpu_mem_peak_gb"]
+            print(f"{mode:6} ratio      peak GPU memory x{ratio['gpu_mem']:.2f} "
+                  f"({ours['gpu_mem_peak_gb']:.2f} vs {trl['gpu_mem_peak_gb']:.2f} GiB)")
         summary["ratios"][mode] = ratio
         print(f"{mode:6} ratio      speed x{ratio['speed']:.2f} (target >= 1.5)   "
               f"peak RSS x{ratio['rss']:.2f} (target <= 0.8)")

@@ -54,8 +54,9 @@ def load_base(cfg, device: torch.device, path: str | None = None, quantize: bool
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=dtype)
-        if device.type == "cuda":
-            kwargs["device_map"] = {"": device}
+        # Always name the device: without a map, transformers puts a 4-bit model on CUDA
+        # whenever one is present, even when the caller asked for the CPU.
+        kwargs["device_map"] = {"": device}
     try:
         model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     except (OSError, ValueError) as exc:

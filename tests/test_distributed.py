@@ -19,7 +19,7 @@ def test_torchrun_two_ranks_agree(tmp_path):
     args = [torchrun, "--nproc_per_node", "2", "--master_port", "29533", "-m", "rlrecipes", "train",
             "recipes/grpo.yaml", "--preset", "tiny", "--output-dir", str(tmp_path / "run"),
             *sum((["-o", o] for o in FAST), []), "-o", "eval.at_start=false"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}  # gloo on CPU, also on a GPU box
     proc = subprocess.run(args, capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
