@@ -88,10 +88,12 @@ class Stage(Strict):
     lr: float | None = Field(None, gt=0)
     batch_size: int = Field(32, gt=0)
     adapter: Literal["none", "lora"] = "none"
+    transform: Component | None = None  # sft only: rewrites (question, gold) per example
 
 
 class Reward(Component):
-    weight: float = 1.0
+    weight: float = 1.0   # 0: logged as reward/<name> but not trained on (a metric)
+    name: str | None = None  # display name in metrics (default: the function's name)
 
 
 class LossSpec(Component):

@@ -116,7 +116,8 @@ def train(recipe, output_dir: str | None = None, say=print, resume: str | None =
     ctx = SimpleNamespace(recipe=recipe, accelerator=acc, task=task, tokenizer=tokenizer, say=say,
                           run_dir=run_dir, train_rows=train_rows, test_rows=test_rows, reward_fns=reward_fns,
                           train_prompts=format_prompts(tokenizer, [task.prompt(r) for r in train_rows], chat),
-                          test_prompts=format_prompts(tokenizer, [task.prompt(r) for r in test_rows], chat))
+                          test_prompts=format_prompts(tokenizer, [task.prompt(r) for r in test_rows], chat),
+                          format=lambda texts: format_prompts(tokenizer, texts, chat))
     say(f"run directory: {run_dir}" + (f" (resuming from {resume_from.name})" if resume_from else ""))
     for stage in recipe.stages:
         if stage.kind == "sft":
@@ -124,7 +125,7 @@ def train(recipe, output_dir: str | None = None, say=print, resume: str | None =
             if main and not resume_from:
                 with StepProgress("sft", stage.steps or 0, ("sft_loss",), enabled=main) as bar:
                     run_sft(recipe, stage, resolve_path(recipe.model), tokenizer, task, train_rows,
-                            ctx.train_prompts, base_path, acc.device, log=bar.update)
+                            ctx.train_prompts, base_path, acc.device, log=bar.update, format_fn=ctx.format)
             acc.wait_for_everyone()
     summary = {"run_dir": str(run_dir), "eval": {}, "status": "failed"}
     try:

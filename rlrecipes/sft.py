@@ -31,8 +31,12 @@ def sft_batch(tokenizer, prompts: list[str], completions: list[str], device):
 
 
 def run_sft(recipe, stage, base_path: str, tokenizer, task, rows, prompts, out_dir, device,
-            log=lambda step, metrics: None) -> None:
-    """Train on (prompt, task.gold(row)) for `stage.steps` steps and save the merged model."""
+            log=lambda step, metrics: None, format_fn=None) -> None:
+    """Train on (prompt, task.gold(row)) for `stage.steps` steps and save the merged model.
+
+    With `stage.transform`, each drawn example's raw question and gold pass through it (its own
+    seeded RNG, so the examples drawn are the same with or without it) and are then formatted
+    with `format_fn` (raw questions -> prompts)."""
     model_cfg = recipe.model.model_copy(update={"adapter": stage.adapter})
     model = attach_adapter(load_base(model_cfg, device, base_path), model_cfg)
     model.train()
@@ -40,9 +44,21 @@ def run_sft(recipe, stage, base_path: str, tokenizer, task, rows, prompts, out_d
     optimizer = torch.optim.AdamW(params, lr=stage.lr or recipe.train.lr, weight_decay=0.0)
     rng = random.Random(recipe.train.seed)
     golds = [task.gold(row) for row in rows]
+    transform = None
+    if stage.transform is not None:
+        from .registry import get
+        fn, t_params = get("transform", stage.transform.fn), stage.transform.params
+        t_rng = random.Random(recipe.train.seed + 1)
+        transform = lambda i: fn(question=task.prompt(rows[i]), gold=golds[i], row=rows[i], rng=t_rng,  # noqa: E731
+                                 **t_params)
     for step in range(1, (stage.steps or 0) + 1):
         idx = [rng.randrange(len(rows)) for _ in range(stage.batch_size)]
-        ids, attn, labels = sft_batch(tokenizer, [prompts[i] for i in idx], [golds[i] for i in idx], device)
+        if transform is None:
+            batch_prompts, batch_golds = [prompts[i] for i in idx], [golds[i] for i in idx]
+        else:
+            pairs = [transform(i) for i in idx]
+            batch_prompts, batch_golds = format_fn([q for q, _ in pairs]), [g for _, g in pairs]
+        ids, attn, labels = sft_batch(tokenizer, batch_prompts, batch_golds, device)
         loss = model(input_ids=ids, attention_mask=attn, labels=labels, use_cache=False).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, recipe.train.max_grad_norm or float("inf"))

@@ -63,6 +63,9 @@ def rl_step(ctx, step: int) -> dict:
     rollout = ctx.generate(prompts, repeat=G)
     gen_time = time.perf_counter() - t_gen
     rewards_NK = score(ctx.reward_fns, [p for p in prompts for _ in range(G)], rollout.texts, rows, G, step)
+    refined = {}
+    if hasattr(comp.sampler, "refine"):  # samplers that rework a scored batch (Scaf-GRPO hints)
+        rollout, rewards_NK, refined = _refine(ctx, step, rows, rollout, rewards_NK)
     reward_N = combine(rewards_NK, [f.weight for f in ctx.reward_fns])
     # Advantages over the whole batch: gather every rank's rewards, keep this rank's slice.
     all_N = acc.gather(reward_N.to(acc.device)).cpu()
@@ -74,6 +77,7 @@ def rl_step(ctx, step: int) -> dict:
     adv_BG = call_with(comp.advantage, available, comp.adv_params, positional=(rewards_BG,))
     adv_N = adv_BG.reshape(acc.num_processes, len(mine) * G)[acc.process_index].to(acc.device)
     metrics = update(ctx, rollout, adv_N, reward_N, step)
+    metrics.update(refined)
     metrics.update({
         "reward_mean": all_N.nanmean().item(), "reward_std": _nanstd(all_N),
         **{f"reward/{f.name}": all_K[:, k].nanmean().item() for k, f in enumerate(ctx.reward_fns)},
@@ -85,6 +89,18 @@ def rl_step(ctx, step: int) -> dict:
         metrics["gpu_mem_peak_gb"] = torch.cuda.max_memory_allocated() / 2**30
     ctx.scheduler.step()
     return metrics
+
+
+def _refine(ctx, step: int, rows: list[dict], rollout, rewards_NK):
+    """Let the sampler rework this rank's scored batch; returns (rollout, rewards_NK, metrics)."""
+    from .rollout.scaffold import Batch
+    batch = Batch(step=step, group_size=ctx.recipe.train.group_size, rows=rows,
+                  questions=[ctx.task.prompt(row) for row in rows], rollout=rollout, rewards_NK=rewards_NK,
+                  weights=[f.weight for f in ctx.reward_fns], generate=lambda p: ctx.generate(p, repeat=1),
+                  score=lambda p, texts, rws: score(ctx.reward_fns, p, texts, rws, 1, step),
+                  format=ctx.format, pad_id=ctx.tokenizer.pad_token_id)
+    ctx.comp.sampler.refine(batch)
+    return batch.rollout, batch.rewards_NK, batch.metrics
 
 
 def _nanstd(x: torch.Tensor) -> float:

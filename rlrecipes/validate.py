@@ -9,6 +9,7 @@ from .errors import UserError, did_you_mean
 from .registry import check_params, get, names
 from .rewards.combine import LOOP_ARGS
 from .tasks.loaders import check_source
+from .transforms import TRANSFORM_INPUTS
 
 
 def check_components(recipe) -> None:
@@ -29,6 +30,12 @@ def check_components(recipe) -> None:
                      provided=REGULARIZER_INPUTS)
     check_params("sampler", alg.sampler.fn, alg.sampler.params, "algorithm.sampler",
                  provided=("num_rows", "seed"))
+    for i, stage in enumerate(recipe.stages):
+        if stage.transform is not None:
+            if stage.kind != "sft":
+                raise UserError(f"stages[{i}].transform", "only sft stages take a transform")
+            check_params("transform", stage.transform.fn, stage.transform.params,
+                         f"stages[{i}].transform", provided=TRANSFORM_INPUTS)
     _check_rules(recipe)
 
 
@@ -43,6 +50,13 @@ def _check_rules(recipe) -> None:
         if get("task", recipe.data.task).synthetic is Task.synthetic:  # not overridden
             raise UserError("data.source", f"task {recipe.data.task!r} has no synthetic data",
                             "give data.source: {hf: ...} or {path: ...}")
+    seen: dict[str, int] = {}
+    for i, reward in enumerate(recipe.rewards):
+        name = reward.name or reward.fn.rsplit(":", 1)[-1]
+        if name in seen:
+            raise UserError(f"rewards[{i}]", f"two rewards log as reward/{name} (also rewards[{seen[name]}])",
+                            "give one of them a name: field")
+        seen[name] = i
     for k in ev.k:
         if not 1 <= k <= ev.samples:
             raise UserError("eval.k", f"k={k} must be between 1 and eval.samples={ev.samples}")

@@ -26,3 +26,9 @@ def parity_reward(prompts, completions, **kwargs):
     barely trained models still get positives and negatives (what DisCO-style losses need)."""
     import zlib
     return [float(zlib.crc32(c.encode()) % 2) for c in completions]
+
+
+def hinted_prompt_reward(prompts, completions, **kwargs):
+    """1.0 exactly when the prompt carries a Scaf-GRPO scratchpad hint: every unhinted group
+    fails and every hinted sample succeeds, so the loop's replacement path always runs."""
+    return [1.0 if "<think>" in p else 0.0 for p in prompts]

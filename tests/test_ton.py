@@ -1,0 +1,46 @@
+"""TON (arXiv 2505.16854): thought dropout, the empty-thought format and the skip-think metric,
+with the spec's worked cases (named.md §4 Tests) and our own."""
+import random
+
+import pytest
+
+from rlrecipes.rewards.format import format_reward, skip_think
+from rlrecipes.rewards.math import accuracy
+from rlrecipes.tasks.arith import Arith
+from rlrecipes.transforms import thought_dropout
+
+GOLD = "<think>7+8=15;4+3+1=8</think><answer>85</answer>"
+
+
+def test_dropout_rate_and_exact_empty_thought():
+    rng = random.Random(0)
+    outs = [thought_dropout("47+38=", GOLD, {}, rng, p=0.5)[1] for _ in range(10_000)]
+    empty = [o for o in outs if o != GOLD]
+    assert abs(len(empty) / 10_000 - 0.5) <= 0.01
+    assert set(empty) == {"<think>\n\n</think><answer>85</answer>"}
+    assert thought_dropout("q", GOLD, {}, rng, p=0.0) == ("q", GOLD)
+    assert thought_dropout("q", "<answer>3</answer>", {}, rng, p=1.0) == ("q", "<answer>3</answer>")
+    with pytest.raises(ValueError):
+        thought_dropout("q", GOLD, {}, rng, p=1.5)
+
+
+def test_format_accepts_the_empty_thought_and_nothing_trailing():
+    cases = {"<think>\n\n</think><answer>5</answer>": 1.0, "<answer>5</answer>": 0.0,
+             "<think>\n\n</think><answer>5</answer> and more": 0.0, GOLD: 1.0}
+    assert format_reward(None, list(cases)) == list(cases.values())
+    assert accuracy(None, ["<think>\n\n</think><answer>5</answer>"], answer=["5"]) == [1.0]
+
+
+def test_skip_think_ratio_by_difficulty():
+    comps = ["<think>\n\n</think><answer>5</answer>", "<think> </think><answer>5</answer>", GOLD, "<answer>5</answer>"]
+    assert skip_think(None, comps) == [1.0, 1.0, 0.0, 0.0]
+    diff = ["trivial", "hard", "trivial", "hard"]
+    assert skip_think(None, comps, only="trivial", difficulty=diff) == [1.0, None, 0.0, None]
+
+
+def test_trivial_mix_is_labelled_and_disjoint():
+    t = Arith(trivial_frac=0.25)
+    train, test = t.synthetic("train", 2000, 0), t.synthetic("test", 200, 0)
+    assert sum(r["difficulty"] == "trivial" for r in test) == 50
+    assert all((r["difficulty"] == "trivial") == (min(r["a"], r["b"]) == 0) for r in train + test)
+    assert not {(r["a"], r["b"]) for r in train} & {(r["a"], r["b"]) for r in test}
