@@ -10,6 +10,7 @@ PANELS = {
     "completion_len": lambda k: k == "completion_len",
     "loss": lambda k: k in ("loss", "entropy"),
     "eval": lambda k: k.startswith("eval/") and not k.endswith("_ci") and ("@" in k),
+    "scaffold": lambda k: k in ("scaf/all_fail_frac", "scaf/all_fail_after", "scaf/hint_success"),
 }
 
 

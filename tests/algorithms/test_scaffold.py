@@ -168,3 +168,4 @@ def test_replacements_flow_through_the_real_loop(tmp_path):
         assert s["scaf/all_fail_frac"] == 1.0 and s["scaf/hint_success"] == 1.0 and s["scaf/all_fail_after"] == 0.0
         assert s["scaf/level_mean"] == 1.0 and s["reward_mean"] == 0.25  # one of each group's 4
         assert math.isfinite(s["loss"]) and s["grad_norm"] > 0
+    assert (tmp_path / "run" / "plots" / "scaffold.png").exists()
