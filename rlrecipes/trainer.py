@@ -73,7 +73,8 @@ def rl_step(ctx, step: int) -> dict:
     rewards_BG = all_N.view(-1, G)
     # A completion that no reward applied to (all None) takes its group's mean: advantage ~0.
     rewards_BG = torch.where(torch.isnan(rewards_BG), rewards_BG.nanmean(1, keepdim=True), rewards_BG)
-    available = {"rewards_BGK": all_K.view(-1, G, all_K.shape[-1]), "group_size": G, "step": step}
+    available = {"rewards_BGK": all_K.view(-1, G, all_K.shape[-1]), "group_size": G, "step": step,
+                 "reward_weights_K": torch.tensor([f.weight for f in ctx.reward_fns])}
     adv_BG = call_with(comp.advantage, available, comp.adv_params, positional=(rewards_BG,))
     adv_N = adv_BG.reshape(acc.num_processes, len(mine) * G)[acc.process_index].to(acc.device)
     metrics = update(ctx, rollout, adv_N, reward_N, step)

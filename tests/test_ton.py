@@ -44,3 +44,26 @@ def test_trivial_mix_is_labelled_and_disjoint():
     assert sum(r["difficulty"] == "trivial" for r in test) == 50
     assert all((r["difficulty"] == "trivial") == (min(r["a"], r["b"]) == 0) for r in train + test)
     assert not {(r["a"], r["b"]) for r in train} & {(r["a"], r["b"]) for r in test}
+
+
+def test_sft_stage_applies_the_transform_to_every_drawn_example(tmp_path, monkeypatch):
+    import torch
+
+    import rlrecipes.sft as sft
+    from rlrecipes.config import load_recipe
+    from rlrecipes.model import load_tokenizer, resolve_path
+
+    seen = []
+    real = sft.sft_batch
+    monkeypatch.setattr(sft, "sft_batch", lambda tok, prompts, golds, device: seen.append((prompts, golds))
+                        or real(tok, prompts, golds, device))
+    r = load_recipe("recipes/ton.yaml", "tiny", ["stages=[{kind: sft, steps: 2, batch_size: 8, "
+                                                  "transform: {fn: thought_dropout, p: 1.0}}, {kind: rl}]"])
+    task, tok = Arith(trivial_frac=0.25), load_tokenizer(r.model)
+    rows = task.synthetic("train", 50, 0)
+    sft.run_sft(r, r.stages[0], resolve_path(r.model), tok, task, rows, [task.prompt(x) for x in rows],
+                tmp_path / "sft", torch.device("cpu"), format_fn=lambda qs: ["Q:" + q for q in qs])
+    assert len(seen) == 2 and all(len(g) == 8 for _, g in seen)
+    assert all(g.startswith("<think>\n\n</think><answer>") for _, golds in seen for g in golds)
+    assert all(p.startswith("Q:") and p.endswith("=") for prompts, _ in seen for p in prompts)  # formatted
+    assert (tmp_path / "sft" / "config.json").exists()

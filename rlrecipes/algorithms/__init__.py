@@ -2,12 +2,12 @@
 
 Importing this package registers every component. Inputs the loop can pass by parameter name:
 
-advantage: rewards_BG (positional), rewards_BGK, group_size, step
+advantage: rewards_BG (positional), rewards_BGK, reward_weights_K, group_size, step
 loss, regularizer: see LOSS_INPUTS below
 """
 from . import advantages, capo, group_losses, kl, losses, regularizers  # noqa: F401
 
-ADVANTAGE_INPUTS = ("rewards_BG", "rewards_BGK", "group_size", "step")
+ADVANTAGE_INPUTS = ("rewards_BG", "rewards_BGK", "reward_weights_K", "group_size", "step")
 # What the loop can give losses and regularizers, by parameter name (N = B*G rows of this
 # micro-batch): log-probs now / at rollout / under the reference, entropy, completion mask and
 # token ids, advantage and combined reward per row, group size, RL step and total steps.

@@ -38,3 +38,83 @@ def dr_grpo(rewards_BG: torch.Tensor) -> torch.Tensor:
     the question-difficulty bias. Pair with the `constant` aggregation (their length-bias fix)."""
     rewards_BG = rewards_BG.float()
     return rewards_BG - rewards_BG.mean(dim=1, keepdim=True)
+
+
+def _nanstd(x: torch.Tensor, dim=None, keepdim: bool = False) -> torch.Tensor:
+    """Unbiased std ignoring NaN (TRL's `nanstd`)."""
+    mean = torch.nanmean(x, dim=dim, keepdim=True) if dim is not None else torch.nanmean(x)
+    n = (~torch.isnan(x)).sum(dim=dim, keepdim=keepdim) if dim is not None else (~torch.isnan(x)).sum()
+    sq = torch.nansum((x - mean) ** 2, dim=dim, keepdim=keepdim) if dim is not None else torch.nansum((x - mean) ** 2)
+    return torch.sqrt(sq / (n - 1))
+
+
+@register("advantage", "gdpo")
+def gdpo(rewards_BG: torch.Tensor, rewards_BGK: torch.Tensor, reward_weights_K: torch.Tensor,
+         weights: list[float] | None = None, eps: float = 1e-4) -> torch.Tensor:
+    """GDPO, group reward-decoupled normalisation (arXiv 2601.05242, §3; NVlabs/GDPO TRL fork):
+
+        A_k = (R_k - mean_group R_k) / (std_group R_k + eps)     for each reward k
+        pre = sum_k w_k A_k;   A = (pre - mean_batch pre) / (std_batch pre + eps)
+
+    Unbiased std, eps 1e-4. `weights` default to the recipe's reward weights. A reward that is
+    constant in a group adds 0 for that group. NaN rewards (a reward returned None) are left
+    out of the statistics and a completion no reward scored gets A = 0, as TRL's
+    `multi_objective_aggregation="normalize_then_sum"` does (the NVIDIA reference maps NaN to 0
+    first). With one reward GDPO is GRPO on it (reference behaviour)."""
+    R = rewards_BGK.float()
+    w = torch.tensor(weights, dtype=torch.float32) if weights is not None else reward_weights_K.float()
+    if w.numel() != R.shape[-1]:
+        raise ValueError(f"gdpo: {w.numel()} weights for {R.shape[-1]} rewards")
+    if R.shape[-1] == 1:
+        return grpo(R[..., 0] * w[0], scale="group", eps=eps)
+    G = R.shape[1]
+    std_k = _nanstd(R, dim=1, keepdim=True) if G > 1 else torch.zeros_like(R[:, :1])
+    norm = (R - torch.nanmean(R, dim=1, keepdim=True)) / (std_k + eps)
+    pre = (norm * w).nansum(-1)
+    pre[torch.isnan(R).all(-1)] = float("nan")
+    std = _nanstd(pre) if pre.numel() > 1 else torch.zeros(())
+    return torch.nan_to_num((pre - torch.nanmean(pre)) / (std + eps), nan=0.0)
+
+
+@register("advantage", "rec")
+def rec(rewards_BG: torch.Tensor, std_normalize: bool = False, drop: Literal["none", "balance"] = "none",
+        eps: float = 1e-6) -> torch.Tensor:
+    """REC advantage (arXiv 2509.24203, §4; Trinity-RFT `rec_advantage.py`): A = r - mean_group(r),
+    divided by the POPULATION std + eps when `std_normalize`. `drop: balance` (RED-Drop): where a
+    group has more negatives (r < mean) than positives, that many negatives, drawn at random
+    (torch's seeded RNG), get A = 0 and the statistics use the kept samples; a group with at most
+    one kept sample uses mean 0, std 1."""
+    r = rewards_BG.float()
+    keep = torch.ones_like(r, dtype=torch.bool)
+    if drop == "balance":
+        for b in range(r.shape[0]):
+            pos = r[b] >= r[b].mean()
+            neg = (~pos).nonzero().flatten()
+            extra = len(neg) - int(pos.sum())
+            if extra > 0:
+                keep[b, neg[torch.randperm(len(neg))[:extra]]] = False
+    adv = torch.zeros_like(r)
+    for b in range(r.shape[0]):
+        kept = r[b][keep[b]]
+        mean, std = (kept.mean(), kept.std(unbiased=False)) if kept.numel() > 1 else (torch.tensor(0.0), torch.tensor(1.0))
+        adv[b] = (r[b] - mean) / (std + eps) if std_normalize else r[b] - mean
+    return adv * keep
+
+
+@register("advantage", "asymre")
+def asymre(rewards_BG: torch.Tensor, baseline_shift: float = -0.1) -> torch.Tensor:
+    """AsymRE (arXiv 2509.24203, §5; Trinity-RFT `asymre_advantage.py`): A = r - (mean_group(r) +
+    baseline_shift). A negative shift lowers the baseline, pushing up every sample a little."""
+    r = rewards_BG.float()
+    return r - (r.mean(dim=1, keepdim=True) + baseline_shift)
+
+
+@register("advantage", "opmd")
+def opmd(rewards_BG: torch.Tensor, baseline: Literal["mean", "logavgexp"] = "mean", tau: float = 1.0) -> torch.Tensor:
+    """OPMD advantage (arXiv 2509.24203, §5; Trinity-RFT `opmd_advantage.py`): A = r - b with
+    b = mean_group(r), or the soft baseline b = tau * (logsumexp(r / tau) - log G)."""
+    r = rewards_BG.float()
+    if baseline == "mean":
+        return r - r.mean(dim=1, keepdim=True)
+    b = tau * (torch.logsumexp(r / tau, dim=1, keepdim=True) - torch.log(torch.tensor(float(r.shape[1]))))
+    return r - b
