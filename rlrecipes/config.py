@@ -95,6 +95,11 @@ class Reward(Component):
     weight: float = 1.0   # 0: logged as reward/<name> but not trained on (a metric)
     name: str | None = None  # display name in metrics (default: the function's name)
 
+    @property
+    def label(self) -> str:
+        """The name its metrics are logged under: `reward/<label>`."""
+        return self.name or self.fn.rsplit(":", 1)[-1]
+
 
 class LossSpec(Component):
     aggregation: str = "token_mean"

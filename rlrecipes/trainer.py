@@ -94,7 +94,7 @@ def rl_step(ctx, step: int) -> dict:
 
 def _refine(ctx, step: int, rows: list[dict], rollout, rewards_NK):
     """Let the sampler rework this rank's scored batch; returns (rollout, rewards_NK, metrics)."""
-    from .rollout.scaffold import Batch
+    from .rollout.samplers import Batch
     batch = Batch(step=step, group_size=ctx.recipe.train.group_size, rows=rows,
                   questions=[ctx.task.prompt(row) for row in rows], rollout=rollout, rewards_NK=rewards_NK,
                   weights=[f.weight for f in ctx.reward_fns], generate=lambda p: ctx.generate(p, repeat=1),

@@ -10,12 +10,11 @@ stage's seeded `random.Random`.
 """
 from __future__ import annotations
 
-TRANSFORM_INPUTS = ("question", "gold", "row", "rng")
-
 import re
 
 from .registry import register
 
+TRANSFORM_INPUTS = ("question", "gold", "row", "rng")
 THOUGHT_RE = re.compile(r"<think>.*?</think>", re.DOTALL)
 EMPTY_THOUGHT = "<think>\n\n</think>"
 

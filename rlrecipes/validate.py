@@ -52,7 +52,7 @@ def _check_rules(recipe) -> None:
                             "give data.source: {hf: ...} or {path: ...}")
     seen: dict[str, int] = {}
     for i, reward in enumerate(recipe.rewards):
-        name = reward.name or reward.fn.rsplit(":", 1)[-1]
+        name = reward.label
         if name in seen:
             raise UserError(f"rewards[{i}]", f"two rewards log as reward/{name} (also rewards[{seen[name]}])",
                             "give one of them a name: field")

@@ -19,7 +19,7 @@ class RewardFn:
     def __init__(self, spec, index: int):
         self.field = f"rewards[{index}]"
         self.fn = functools.partial(get("reward", spec.fn, f"{self.field}.fn"), **spec.params)
-        self.name = spec.name or spec.fn.rsplit(":", 1)[-1]
+        self.name = spec.label
         self.weight = spec.weight
 
     def required_columns(self) -> set[str]:

@@ -1,13 +1,36 @@
 """Prompt samplers: which training rows each step uses. Stateful: `state_dict`/`load_state_dict`.
 
 A sampler is a class registered as `sampler`; the loop builds it with `num_rows` and `seed` plus
-the YAML parameters and calls `next(n)` for the row indices of a step.
+the YAML parameters and calls `next(n)` for the row indices of a step. A sampler with a
+`refine(batch: Batch)` method also sees each step's scored batch (this rank's share) before the
+advantages and may replace rollouts and rewards in it (Scaf-GRPO's hints, rollout/scaffold.py).
 """
 from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 
 from ..registry import register
+from .generate import Rollout
+
+
+@dataclass
+class Batch:
+    """What a refining sampler sees of one RL step (this rank's share) and may change in place."""
+    step: int
+    group_size: int
+    rows: list[dict]              # one per completion (G consecutive per prompt)
+    questions: list[str]          # the raw question of each completion's prompt
+    rollout: Rollout
+    rewards_NK: torch.Tensor      # per reward function, NaN where it returned None
+    weights: list[float]
+    generate: Callable            # formatted prompts -> Rollout, one completion each
+    score: Callable               # (prompts, texts, rows) -> rewards_NK
+    format: Callable              # raw questions -> formatted prompts
+    pad_id: int
+    metrics: dict = field(default_factory=dict)
 
 
 @register("sampler", "uniform")

@@ -15,18 +15,18 @@ has a non-zero-variance reward, so the ordinary advantage gives it a gradient.
 
 Hint parts come from the row fields `knowledge_components_parts`, `planning_skeleton_parts` and
 `solution_breakdown_parts` (the authors' dataset layout). `template` and `joiner` (code: the
-layout above and " ") set how a level is written into the prompt.
+layout above and " ") set how a level is written into the prompt. Each rank scaffolds its own
+share of the groups; the `scaf/*` metrics in metrics.jsonl are rank 0's share.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Callable, Literal
+from typing import Literal
 
 import torch
 
 from ..registry import register
 from .generate import Rollout
-from .samplers import Uniform
+from .samplers import Batch, Uniform
 
 TIERS = {"knowledge": ("knowledge_components_parts", "Knowledge Hints"),
          "planning": ("planning_skeleton_parts", "Planning Hints"),
@@ -84,23 +84,6 @@ def replace_rows(rollout: Rollout, dest: list[int], source: Rollout, src: list[i
             out[which][d] = new[which][s]
         texts[d], truncated[d] = source.texts[s], source.truncated_N[s]
     return Rollout(*out, texts, truncated)
-
-
-@dataclass
-class Batch:
-    """What a refining sampler sees of one RL step (this rank's share) and may change in place."""
-    step: int
-    group_size: int
-    rows: list[dict]              # one per completion (G consecutive per prompt)
-    questions: list[str]          # the raw question of each completion's prompt
-    rollout: Rollout
-    rewards_NK: torch.Tensor      # per reward function, NaN where it returned None
-    weights: list[float]
-    generate: Callable            # formatted prompts -> Rollout, one completion each
-    score: Callable               # (prompts, texts, rows) -> rewards_NK
-    format: Callable              # raw questions -> formatted prompts
-    pad_id: int
-    metrics: dict = field(default_factory=dict)
 
 
 @register("sampler", "scaffold_hints")

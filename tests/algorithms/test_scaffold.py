@@ -5,8 +5,8 @@ import torch
 
 from rlrecipes.registry import get
 from rlrecipes.rollout.generate import Rollout
-from rlrecipes.rollout.scaffold import (Batch, ScaffoldHints, hint_levels, hinted_question,
-                                        lowest_success, replace_rows)
+from rlrecipes.rollout.samplers import Batch
+from rlrecipes.rollout.scaffold import ScaffoldHints, hint_levels, hinted_question, lowest_success, replace_rows
 from rlrecipes.tasks.arith import Arith
 
 PAD = 0
