@@ -4,6 +4,7 @@
     data.source: {hf: openai/gsm8k, name: main, split: train, test_split: test, revision: ...}
     data.source: {path: data/train.jsonl, test_path: data/test.jsonl}   # .jsonl .json .parquet .csv
     data.fields: {prompt: question, answer: final}   # our name: the dataset's column
+    data.fields: {answer: reward_model.ground_truth}  # or a dotted path into a nested column
 
 Without a test split, the last `data.test_size` rows of a seeded shuffle are held out, so the
 splits are disjoint. Missing columns are errors naming `data.fields`.
@@ -56,14 +57,46 @@ def _load(source: dict, which: str):
                         "offline? use a local path: or the synthetic source") from exc
 
 
+def _lookup(row: dict, path: str):
+    """`row[path]`, following dots into nested mappings (`reward_model.ground_truth`)."""
+    value = row
+    for key in path.split("."):
+        value = value[key]
+    return value
+
+
+def _chat_text(value):
+    """A verl/OpenRLHF chat prompt (a list of {role, content}) becomes its last user message."""
+    if isinstance(value, list) and value and all(isinstance(m, dict) and "content" in m for m in value):
+        users = [m["content"] for m in value if m.get("role", "user") == "user"]
+        return (users or [value[-1]["content"]])[-1]
+    return value
+
+
 def _rows(dataset, fields: dict, task) -> list[dict]:
+    """Rows with our field names: `fields` maps ours to the dataset's column, or to a dotted path
+    into a nested column (verl parquet: `answer: reward_model.ground_truth`). A chat-format
+    prompt column keeps only its last user message."""
     columns = set(dataset.column_names)
+    first = dataset[0] if len(dataset) else None
     for ours, theirs in fields.items():
-        if theirs not in columns:
-            raise UserError(f"data.fields.{ours}", f"column {theirs!r} not in the dataset",
-                            "columns: " + ", ".join(sorted(columns)))
-    rename = {theirs: ours for ours, theirs in fields.items()}
-    rows = [{rename.get(k, k): v for k, v in row.items()} for row in dataset]
+        try:
+            if first is not None:
+                _lookup(first, theirs)
+        except (KeyError, TypeError):
+            if theirs.split(".")[0] not in columns:
+                raise UserError(f"data.fields.{ours}", f"column {theirs!r} not in the dataset",
+                                "columns: " + ", ".join(sorted(columns))) from None
+            raise UserError(f"data.fields.{ours}", f"{theirs!r} does not lead to a value in the first row",
+                            "give the nested keys joined by dots, as in reward_model.ground_truth") from None
+    renamed = {theirs for theirs in fields.values() if "." not in theirs}
+    rows = []
+    for row in dataset:
+        out = {k: v for k, v in row.items() if k not in renamed}
+        out.update({ours: _lookup(row, theirs) for ours, theirs in fields.items()})
+        if "prompt" in out:
+            out["prompt"] = _chat_text(out["prompt"])
+        rows.append(out)
     for name in task.required_fields:
         if rows and name not in rows[0]:
             raise UserError(f"data.fields.{name}", f"task {task.name!r} needs a {name!r} column",

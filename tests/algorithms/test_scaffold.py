@@ -169,3 +169,30 @@ def test_replacements_flow_through_the_real_loop(tmp_path):
         assert s["scaf/level_mean"] == 1.0 and s["reward_mean"] == 0.25  # one of each group's 4
         assert math.isfinite(s["loss"]) and s["grad_norm"] > 0
     assert (tmp_path / "run" / "plots" / "scaffold.png").exists()
+
+
+def test_authors_parquet_layout_loads_with_hints(tmp_path):
+    # verl-style parquet as in hkuzxc/scaf-grpo-dataset: a chat-list prompt, the answer nested in
+    # reward_model, hint parts as list columns; the loader maps them and the sampler reads them
+    import datasets
+
+    from rlrecipes.config import DataConfig
+    from rlrecipes.errors import UserError
+    from rlrecipes.tasks.base import Task
+    from rlrecipes.tasks.loaders import load_splits
+    rows = [{"data_source": "deepscaler", "prompt": [{"role": "system", "content": "Reason step by step."},
+                                                     {"role": "user", "content": f"What is {i}+{i}?"}],
+             "reward_model": {"ground_truth": str(2 * i), "style": "rule"},
+             "knowledge_components_parts": ["k1", "k2"], "planning_skeleton_parts": ["p1"],
+             "solution_breakdown_parts": ["s1", "s2", "s3"]} for i in range(6)]
+    datasets.Dataset.from_list(rows).to_parquet(str(tmp_path / "train.parquet"))
+    data = DataConfig(task="arith", source={"path": str(tmp_path / "train.parquet")},
+                      fields={"answer": "reward_model.ground_truth"}, test_size=2)
+    train, test = load_splits(data, Task(), seed=0)
+    row = train[0]
+    assert row["prompt"].startswith("What is ") and row["answer"] == str(2 * int(row["prompt"].split()[2].split("+")[0]))
+    assert [h for *_, h in hint_levels(row)] == ["k1", "k1 k2", "s1", "s1 s2", "s1 s2 s3"]
+    bad = DataConfig(task="arith", source={"path": str(tmp_path / "train.parquet")},
+                     fields={"answer": "reward_model.truth"}, test_size=2)
+    with pytest.raises(UserError, match="data.fields.answer: 'reward_model.truth' does not lead to a value"):
+        load_splits(bad, Task(), seed=0)
