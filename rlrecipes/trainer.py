@@ -62,9 +62,10 @@ def rl_step(ctx, step: int) -> dict:
     t_gen = time.perf_counter()
     rollout = ctx.generate(prompts, repeat=G)
     gen_time = time.perf_counter() - t_gen
-    rewards_NK = score(ctx.reward_fns, [p for p in prompts for _ in range(G)], rollout.texts, rows, G, step)
+    rewards_NK = score(ctx.reward_fns, [p for p in prompts for _ in range(G)], rollout.texts, rows, G, step,
+                       rollout.completion_ids())
     refined = {}
-    if hasattr(comp.sampler, "refine"):  # samplers that rework a scored batch (Scaf-GRPO hints)
+    if hasattr(comp.sampler, "refine"):  # samplers that rework a scored batch (Scaf-GRPO, DAPO)
         rollout, rewards_NK, refined = _refine(ctx, step, rows, rollout, rewards_NK)
     reward_N = combine(rewards_NK, [f.weight for f in ctx.reward_fns])
     # Advantages over the whole batch: gather every rank's rewards, keep this rank's slice.
@@ -98,8 +99,10 @@ def _refine(ctx, step: int, rows: list[dict], rollout, rewards_NK):
     batch = Batch(step=step, group_size=ctx.recipe.train.group_size, rows=rows,
                   questions=[ctx.task.prompt(row) for row in rows], rollout=rollout, rewards_NK=rewards_NK,
                   weights=[f.weight for f in ctx.reward_fns], generate=lambda p: ctx.generate(p, repeat=1),
-                  score=lambda p, texts, rws: score(ctx.reward_fns, p, texts, rws, 1, step),
-                  format=ctx.format, pad_id=ctx.tokenizer.pad_token_id)
+                  score=lambda p, r, rws: score(ctx.reward_fns, p, r.texts, rws, 1, step, r.completion_ids()),
+                  format=ctx.format, pad_id=ctx.tokenizer.pad_token_id, rank=ctx.accelerator.process_index,
+                  train_rows=ctx.train_rows, train_prompts=ctx.train_prompts, question_of=ctx.task.prompt,
+                  reward_names=[f.name for f in ctx.reward_fns])
     ctx.comp.sampler.refine(batch)
     return batch.rollout, batch.rewards_NK, batch.metrics
 

@@ -57,6 +57,10 @@ def _check_rules(recipe) -> None:
             raise UserError(f"rewards[{i}]", f"two rewards log as reward/{name} (also rewards[{seen[name]}])",
                             "give one of them a name: field")
         seen[name] = i
+    metric = recipe.algorithm.sampler.params.get("metric")
+    if metric is not None and metric not in seen:
+        raise UserError("algorithm.sampler.metric", f"{metric!r} is not one of the recipe's rewards",
+                        did_you_mean(str(metric), list(seen)))
     for k in ev.k:
         if not 1 <= k <= ev.samples:
             raise UserError("eval.k", f"k={k} must be between 1 and eval.samples={ev.samples}")

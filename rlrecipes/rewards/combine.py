@@ -10,7 +10,7 @@ import torch
 from ..errors import UserError
 from ..registry import get
 
-LOOP_ARGS = ("prompts", "completions", "group_size", "step")
+LOOP_ARGS = ("prompts", "completions", "completion_ids", "group_size", "step")
 
 
 class RewardFn:
@@ -29,10 +29,12 @@ class RewardFn:
                 if p.default is p.empty and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
                 and p.name not in LOOP_ARGS}
 
-    def __call__(self, prompts, completions, columns: dict, group_size: int, step: int) -> list:
+    def __call__(self, prompts, completions, columns: dict, group_size: int, step: int,
+                 completion_ids: list[list[int]] | None = None) -> list:
+        extra = {} if completion_ids is None else {"completion_ids": completion_ids}
         try:
             out = self.fn(prompts=prompts, completions=completions, group_size=group_size,
-                          step=step, **columns)
+                          step=step, **extra, **columns)
         except Exception as exc:
             raise UserError(f"{self.field} ({self.name})",
                             f"reward function raised {type(exc).__name__}: {exc}") from exc
@@ -51,12 +53,15 @@ def check_columns(reward_fns: list[RewardFn], row: dict) -> None:
                             "columns: " + ", ".join(sorted(row)) + "; map them with data.fields")
 
 
-def score(reward_fns, prompts, completions, rows, group_size: int, step: int) -> torch.Tensor:
-    """rewards_NK (float32, NaN where a reward returned None) for N completions of `rows`."""
+def score(reward_fns, prompts, completions, rows, group_size: int, step: int,
+          completion_ids: list[list[int]] | None = None) -> torch.Tensor:
+    """rewards_NK (float32, NaN where a reward returned None) for N completions of `rows`.
+    `completion_ids` (each completion's tokens up to and including EOS, as TRL passes them)
+    reach reward functions as the keyword `completion_ids`."""
     columns = {k: [row[k] for row in rows] for k in rows[0] if k != "prompt"} if rows else {}
     cols = []
     for fn in reward_fns:
-        values = fn(prompts, completions, columns, group_size, step)
+        values = fn(prompts, completions, columns, group_size, step, completion_ids)
         cols.append([math.nan if v is None else float(v) for v in values])
     return torch.tensor(cols, dtype=torch.float32).T.reshape(len(completions), len(reward_fns))
 

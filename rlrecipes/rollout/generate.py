@@ -22,12 +22,44 @@ class Rollout:
     def __len__(self) -> int:
         return len(self.texts)
 
+    def completion_ids(self) -> list[list[int]]:
+        """Each completion's token ids up to and including its EOS (TRL's `completion_ids`)."""
+        return [ids[m.bool()].tolist() for ids, m in zip(self.completion_ids_NT.cpu(), self.completion_mask_NT.cpu())]
+
     def select(self, idx) -> "Rollout":
         """The sub-rollout of sequences `idx` (a list or tensor of indices)."""
         idx = torch.as_tensor(idx, dtype=torch.long)
         return Rollout(self.prompt_ids_NP[idx], self.prompt_mask_NP[idx], self.completion_ids_NT[idx],
                        self.completion_mask_NT[idx], [self.texts[i] for i in idx.tolist()],
                        self.truncated_N[idx])
+
+
+def _pad(x: torch.Tensor, width: int, value: int, left: bool) -> torch.Tensor:
+    extra = width - x.shape[1]
+    if extra <= 0:
+        return x
+    fill = torch.full((x.shape[0], extra), value, dtype=x.dtype, device=x.device)
+    return torch.cat([fill, x] if left else [x, fill], dim=1)
+
+
+def replace_rows(rollout: Rollout, dest: list[int], source: Rollout, src: list[int], pad_id: int,
+                 keep_prompt: list[bool] | None = None) -> Rollout:
+    """`rollout` with row dest[i] replaced by row src[i] of `source` (prompt and completion, or
+    only the completion where keep_prompt[i]); prompts stay left-padded, completions right-padded."""
+    keep_prompt = keep_prompt or [False] * len(dest)
+    P = max(rollout.prompt_ids_NP.shape[1], source.prompt_ids_NP.shape[1])
+    T = max(rollout.completion_ids_NT.shape[1], source.completion_ids_NT.shape[1])
+    out = [_pad(rollout.prompt_ids_NP, P, pad_id, True), _pad(rollout.prompt_mask_NP, P, 0, True),
+           _pad(rollout.completion_ids_NT, T, pad_id, False), _pad(rollout.completion_mask_NT, T, 0, False)]
+    new = [_pad(source.prompt_ids_NP, P, pad_id, True), _pad(source.prompt_mask_NP, P, 0, True),
+           _pad(source.completion_ids_NT, T, pad_id, False), _pad(source.completion_mask_NT, T, 0, False)]
+    out = [t.clone() for t in out]
+    texts, truncated = list(rollout.texts), rollout.truncated_N.clone()
+    for d, s, keep in zip(dest, src, keep_prompt):
+        for which in ((2, 3) if keep else (0, 1, 2, 3)):
+            out[which][d] = new[which][s]
+        texts[d], truncated[d] = source.texts[s], source.truncated_N[s]
+    return Rollout(*out, texts, truncated)
 
 
 def completion_mask(completion_ids_NT: torch.Tensor, eos_id: int) -> torch.Tensor:

@@ -13,7 +13,7 @@ from typing import Callable
 import torch
 
 from ..registry import register
-from .generate import Rollout
+from .generate import Rollout, replace_rows
 
 
 @dataclass
@@ -27,9 +27,14 @@ class Batch:
     rewards_NK: torch.Tensor      # per reward function, NaN where it returned None
     weights: list[float]
     generate: Callable            # formatted prompts -> Rollout, one completion each
-    score: Callable               # (prompts, texts, rows) -> rewards_NK
+    score: Callable               # (prompts, rollout, rows) -> rewards_NK
     format: Callable              # raw questions -> formatted prompts
     pad_id: int
+    rank: int = 0
+    train_rows: list[dict] = field(default_factory=list)   # for samplers that draw more prompts
+    train_prompts: list[str] = field(default_factory=list)
+    question_of: Callable = str                              # row -> raw question
+    reward_names: list[str] = field(default_factory=list)    # reward/<name> of each column
     metrics: dict = field(default_factory=dict)
 
 
@@ -66,3 +71,71 @@ class Uniform:
     def load_state_dict(self, state: dict) -> None:
         self.epoch, self.pos = state["epoch"], state["pos"]
         self._order = self._make_order()
+
+
+@register("sampler", "dynamic_sampling")
+class DynamicSampling(Uniform):
+    """DAPO dynamic sampling (arXiv 2503.14476, §3.2, eq. 11; verl recipe/dapo): groups whose
+    G rewards are all equal (accuracy 0 or 1 for every sample) have zero advantage, so they are
+    dropped and refilled with groups of fresh prompts, sampled and scored in rounds, until every
+    slot holds a group with reward variance or `max_rounds` rounds are spent (verl's
+    `max_num_gen_batches`). Slots still unfilled keep their zero-variance group: the batch keeps
+    its size (every rank must run the same number of updates), and those rows add nothing but
+    tokens to the loss denominator. Refill prompts come from a seeded stream of their own (step,
+    round, rank), so the main prompt order and resume are unaffected. `metric`: the reward whose
+    variance counts (verl's `acc`: e.g. `accuracy`), or the weighted total when unset (verl's
+    `seq_reward`). Metrics: `ds/kept_frac` (groups with variance before refilling),
+    `ds/filled_frac` (after), `ds/rounds`."""
+
+    def __init__(self, num_rows: int, seed: int, shuffle: bool = True, max_rounds: int = 3,
+                 metric: str | None = None):
+        super().__init__(num_rows, seed, shuffle)
+        if max_rounds < 0:
+            raise ValueError("max_rounds must be >= 0")
+        self.max_rounds, self.metric = max_rounds, metric
+
+    def _per_group(self, batch: Batch, rewards_NK: torch.Tensor) -> torch.Tensor:
+        from ..rewards.combine import combine
+        if self.metric is None:
+            return combine(rewards_NK, batch.weights).view(-1, batch.group_size)
+        if self.metric not in batch.reward_names:
+            raise ValueError(f"dynamic_sampling metric {self.metric!r} is not one of the recipe's "
+                             f"rewards: {', '.join(batch.reward_names)}")
+        return rewards_NK[:, batch.reward_names.index(self.metric)].view(-1, batch.group_size)
+
+    def refine(self, batch: Batch) -> None:
+        G, m = batch.group_size, batch.metrics
+        flat = self._per_group(batch, batch.rewards_NK)
+        empty = [g for g in range(flat.shape[0]) if _constant(flat[g])]
+        n_groups = flat.shape[0]
+        m["ds/kept_frac"] = 1 - len(empty) / n_groups
+        rounds = 0
+        while empty and rounds < self.max_rounds:
+            rounds += 1
+            g_ = torch.Generator().manual_seed(hash((self.seed, batch.step, rounds, batch.rank)) % 2**63)
+            idx = torch.randint(self.num_rows, (len(empty),), generator=g_).tolist()
+            rows = [batch.train_rows[i] for i in idx for _ in range(G)]
+            prompts = [batch.train_prompts[i] for i in idx for _ in range(G)]
+            fresh = batch.generate(prompts)
+            fresh_NK = batch.score(prompts, fresh, rows)
+            fresh_G = self._per_group(batch, fresh_NK)
+            good = [j for j in range(len(idx)) if not _constant(fresh_G[j])]
+            dest, src = [], []
+            for slot, j in zip(list(empty), good):
+                dest += range(slot * G, slot * G + G)
+                src += range(j * G, j * G + G)
+                batch.rows[slot * G:slot * G + G] = rows[j * G:j * G + G]
+                batch.questions[slot * G:slot * G + G] = [batch.question_of(rows[j * G])] * G
+                empty.remove(slot)
+            if dest:
+                batch.rollout = replace_rows(batch.rollout, dest, fresh, src, batch.pad_id)
+                batch.rewards_NK = batch.rewards_NK.clone()
+                batch.rewards_NK[dest] = fresh_NK[src]
+        m["ds/filled_frac"] = 1 - len(empty) / n_groups
+        m["ds/rounds"] = float(rounds)
+
+
+def _constant(rewards_G: torch.Tensor) -> bool:
+    """All rewards of a group equal (NaN counts as equal to anything): no advantage signal."""
+    vals = rewards_G[~torch.isnan(rewards_G)]
+    return vals.numel() < 2 or bool((vals == vals[0]).all())

@@ -22,10 +22,8 @@ from __future__ import annotations
 
 from typing import Literal
 
-import torch
-
 from ..registry import register
-from .generate import Rollout
+from .generate import replace_rows
 from .samplers import Batch, Uniform
 
 TIERS = {"knowledge": ("knowledge_components_parts", "Knowledge Hints"),
@@ -56,34 +54,6 @@ def lowest_success(level_rewards, threshold: float = 0.0) -> int | None:
         if r == r and r > threshold:
             return i
     return None
-
-
-def _pad(x: torch.Tensor, width: int, value: int, left: bool) -> torch.Tensor:
-    extra = width - x.shape[1]
-    if extra <= 0:
-        return x
-    fill = torch.full((x.shape[0], extra), value, dtype=x.dtype, device=x.device)
-    return torch.cat([fill, x] if left else [x, fill], dim=1)
-
-
-def replace_rows(rollout: Rollout, dest: list[int], source: Rollout, src: list[int], pad_id: int,
-                 keep_prompt: list[bool] | None = None) -> Rollout:
-    """`rollout` with row dest[i] replaced by row src[i] of `source` (prompt and completion, or
-    only the completion where keep_prompt[i]); prompts stay left-padded, completions right-padded."""
-    keep_prompt = keep_prompt or [False] * len(dest)
-    P = max(rollout.prompt_ids_NP.shape[1], source.prompt_ids_NP.shape[1])
-    T = max(rollout.completion_ids_NT.shape[1], source.completion_ids_NT.shape[1])
-    out = [_pad(rollout.prompt_ids_NP, P, pad_id, True), _pad(rollout.prompt_mask_NP, P, 0, True),
-           _pad(rollout.completion_ids_NT, T, pad_id, False), _pad(rollout.completion_mask_NT, T, 0, False)]
-    new = [_pad(source.prompt_ids_NP, P, pad_id, True), _pad(source.prompt_mask_NP, P, 0, True),
-           _pad(source.completion_ids_NT, T, pad_id, False), _pad(source.completion_mask_NT, T, 0, False)]
-    out = [t.clone() for t in out]
-    texts, truncated = list(rollout.texts), rollout.truncated_N.clone()
-    for d, s, keep in zip(dest, src, keep_prompt):
-        for which in ((2, 3) if keep else (0, 1, 2, 3)):
-            out[which][d] = new[which][s]
-        texts[d], truncated[d] = source.texts[s], source.truncated_N[s]
-    return Rollout(*out, texts, truncated)
 
 
 @register("sampler", "scaffold_hints")
@@ -122,7 +92,7 @@ class ScaffoldHints(Uniform):
             return
         prompts = batch.format([q for *_, q in asks])
         hinted = batch.generate(prompts)
-        hinted_NK = batch.score(prompts, hinted.texts, [batch.rows[g * G] for g, *_ in asks])
+        hinted_NK = batch.score(prompts, hinted, [batch.rows[g * G] for g, *_ in asks])
         level_rewards = combine(hinted_NK, batch.weights)
         dest, src, keep, chosen = [], [], [], []
         for g in groups:

@@ -6,7 +6,8 @@ import torch
 from rlrecipes.registry import get
 from rlrecipes.rollout.generate import Rollout
 from rlrecipes.rollout.samplers import Batch
-from rlrecipes.rollout.scaffold import ScaffoldHints, hint_levels, hinted_question, lowest_success, replace_rows
+from rlrecipes.rollout.generate import replace_rows
+from rlrecipes.rollout.scaffold import ScaffoldHints, hint_levels, hinted_question, lowest_success
 from rlrecipes.tasks.arith import Arith
 
 PAD = 0
@@ -36,8 +37,8 @@ class Fake:
         r.texts = list(prompts)
         return r
 
-    def score(self, prompts, texts, rows):
-        return torch.tensor([[1.0 if any(w in t for w in self.wins) else 0.0] for t in texts])
+    def score(self, prompts, rollout, rows):
+        return torch.tensor([[1.0 if any(w in t for w in self.wins) else 0.0] for t in rollout.texts])
 
 
 def _batch(rewards, fake, step=60, G=8):
