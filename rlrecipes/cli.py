@@ -51,7 +51,9 @@ def quiet_libraries() -> None:
 def fail(err: Exception, code: int = 2):
     if STATE["debug"]:
         raise err
-    err_console.print(f"[bold red]error:[/] {err}", markup=True, highlight=False, soft_wrap=True)
+    from rich.markup import escape
+    # escape: messages quote YAML and code ("[0.0, 1.1]", "[kind: rl]"), which is not markup
+    err_console.print(f"[bold red]error:[/] {escape(str(err))}", markup=True, highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 

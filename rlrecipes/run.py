@@ -31,6 +31,9 @@ from .tasks import load_splits
 def format_prompts(tokenizer, texts: list[str], chat_template: bool) -> list[str]:
     if not chat_template:
         return texts
+    if getattr(tokenizer, "chat_template", None) is None:
+        raise UserError("model.chat_template", "the tokenizer has no chat template",
+                        "set model.chat_template: false, or use an instruct model's tokenizer")
     return [tokenizer.apply_chat_template([{"role": "user", "content": t}], tokenize=False,
                                           add_generation_prompt=True) for t in texts]
 

@@ -1,5 +1,6 @@
 import json
 
+import pytest
 from typer.testing import CliRunner
 
 from rlrecipes.cli import app
@@ -18,7 +19,7 @@ def test_list_json_has_the_fields_scripts_rely_on():
     for r in rows:
         assert {"name", "path", "paper", "arxiv", "status"} <= set(r)
         assert r["status"] != "invalid", r
-    assert next(r for r in rows if r["name"] == "dapo")["status"] == "partial"
+    assert next(r for r in rows if r["name"] == "reg_grpo")["status"] == "partial"
 
 
 def test_list_table():
@@ -91,3 +92,23 @@ def test_failed_run_is_not_reported_as_finished(tmp_path):
             "-o", "rewards=[{fn: 'tests.user_rewards:broken_reward'}]"]
     assert runner.invoke(app, args).exit_code == 2
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "failed"
+
+
+def test_chat_template_without_one_is_a_one_line_error(tmp_path):
+    args = ["train", "recipes/grpo.yaml", "--preset", "tiny", "--output-dir", str(tmp_path / "run"),
+            "-o", "model.chat_template=true"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2
+    assert "model.chat_template: the tokenizer has no chat template" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_error_messages_keep_square_brackets(capsys):
+    # rich would read "[0.0, 1.1]" in a message as markup and drop it
+    import typer
+
+    from rlrecipes.cli import fail
+    from rlrecipes.errors import UserError
+    with pytest.raises(typer.Exit):
+        fail(UserError("algorithm.advantage", "needs rewards in [min_value, max_value] = [0.0, 1.1]"))
+    assert "needs rewards in [min_value, max_value] = [0.0, 1.1]" in capsys.readouterr().err

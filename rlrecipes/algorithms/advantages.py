@@ -118,3 +118,38 @@ def opmd(rewards_BG: torch.Tensor, baseline: Literal["mean", "logavgexp"] = "mea
         return r - r.mean(dim=1, keepdim=True)
     b = tau * (torch.logsumexp(r / tau, dim=1, keepdim=True) - torch.log(torch.tensor(float(r.shape[1]))))
     return r - b
+
+
+@register("advantage", "bnpo")
+def bnpo(rewards_BG: torch.Tensor, min_value: float = 0.0, max_value: float = 1.0) -> torch.Tensor:
+    """BNPO, Beta normalisation (arXiv 2506.02864, §3; changyi7231/BNPO
+    `compute_bnpo_outcome_advantage`): rewards mapped to [0, 1], s = (r - min) / (max - min);
+    p_b = group mean of s; over the batch's groups mu = mean p, v = unbiased var p (one group:
+    mu 0, v 1); method-of-moments Beta a = (mu(1-mu)/v - 1) mu, b = (mu(1-mu)/v - 1)(1 - mu);
+    normalising Beta alpha = max(1 + a/3, 1), beta = max(1 + b/3, 1);
+
+        A = (s - p_b) / f_Beta(p_b; alpha, beta),   1/f clamped to [0, 1e6].
+
+    alpha = beta = 1 gives f = 1: REINFORCE with the group-mean baseline."""
+    if max_value <= min_value:
+        raise ValueError("max_value must exceed min_value")
+    s = (rewards_BG.double() - min_value) / (max_value - min_value)
+    if ((s < -1e-6) | (s > 1 + 1e-6)).any():  # slack for float32 sums such as 1.0 + 0.1
+        from ..errors import UserError
+        raise UserError("algorithm.advantage", f"bnpo needs rewards in [min_value, max_value] = "
+                        f"[{min_value}, {max_value}], got {rewards_BG.min().item():g} .. {rewards_BG.max().item():g}",
+                        "set min_value/max_value to the range of the recipe's summed rewards")
+    s = s.clamp(0.0, 1.0)
+    B, G = s.shape
+    p = s.mean(dim=1, keepdim=True) if G > 1 else torch.zeros_like(s[:, :1])
+    if B > 1:
+        mu, v = p.mean(), p.var()
+    else:
+        mu, v = torch.tensor(0.0, dtype=s.dtype), torch.tensor(1.0, dtype=s.dtype)
+    k = mu * (1 - mu) / v - 1 if v > 0 else torch.tensor(0.0, dtype=s.dtype)
+    alpha, beta = torch.clamp(1 + k * mu / 3, min=1.0), torch.clamp(1 + k * (1 - mu) / 3, min=1.0)
+    log_f = ((alpha - 1) * torch.log(p) + (beta - 1) * torch.log1p(-p)
+             - (torch.lgamma(alpha) + torch.lgamma(beta) - torch.lgamma(alpha + beta)))
+    log_f = torch.where((alpha == 1) & (p == 0) | (beta == 1) & (p == 1), torch.zeros_like(log_f), log_f)
+    inv_f = torch.clamp(torch.exp(-log_f), 0.0, 1e6)
+    return ((s - p) * inv_f).float()

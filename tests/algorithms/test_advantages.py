@@ -132,3 +132,33 @@ def test_rec_population_std_and_red_drop():
     assert adv[0, 0] == 0.5 and sorted(adv[0, 1:].tolist()) == [-0.5, 0.0, 0.0]
     # balanced group: nothing dropped
     assert torch.equal(get("advantage", "rec")(torch.tensor([[1.0, 0.0]]), drop="balance"), torch.tensor([[0.5, -0.5]]))
+
+
+def test_bnpo_worked_examples():
+    # algorithms_a §3: groups [1,1,1,0], [1,0,0,0], [1,1,0,0] -> p = [.75, .25, .5], mu 0.5,
+    # v 0.0625 -> alpha = beta = 1.5; f(.75) = f(.25) = 1.1027, f(.5) = 1.2732
+    r = torch.tensor([[1.0, 1, 1, 0], [1, 0, 0, 0], [1, 1, 0, 0]])
+    adv = get("advantage", "bnpo")(r)
+    expected = torch.tensor([[0.2267, 0.2267, 0.2267, -0.6802], [0.6802, -0.2267, -0.2267, -0.2267],
+                             [0.3927, 0.3927, -0.3927, -0.3927]])
+    assert torch.allclose(adv, expected, atol=1e-4)
+    # B = 2 (first two groups): v = 0.125 -> alpha = beta = 1.1667, f = 1.0466
+    adv2 = get("advantage", "bnpo")(r[:2])
+    assert torch.allclose(adv2[0], torch.tensor([0.2389, 0.2389, 0.2389, -0.7166]), atol=1e-4)
+
+
+def test_bnpo_own_cases():
+    # all-0 and all-1 groups get A = 0 (f(0) = 0 would blow 1/f up; s - p is 0 there)
+    r = torch.tensor([[0.0, 0, 0, 0], [1, 1, 1, 1], [1, 0, 1, 0]])
+    adv = get("advantage", "bnpo")(r)
+    assert torch.equal(adv[:2], torch.zeros(2, 4)) and torch.isfinite(adv).all()
+    # one group: mu 0, v 1 -> k = -1, alpha = beta = 1 -> f = 1: plain group-mean baseline;
+    # rewards in [-1, 1] are mapped to [0, 1] first
+    one = torch.tensor([[1.0, -1.0, -1.0, -1.0]])
+    assert torch.allclose(get("advantage", "bnpo")(one, min_value=-1.0), torch.tensor([[0.75, -0.25, -0.25, -0.25]]))
+
+
+def test_bnpo_rejects_rewards_outside_its_range():
+    from rlrecipes.errors import UserError
+    with pytest.raises(UserError, match="bnpo needs rewards in"):
+        get("advantage", "bnpo")(torch.tensor([[1.1, 0.0], [0.0, 1.0]]))

@@ -1,5 +1,7 @@
 """DAPO's dynamic sampling and soft overlong punishment (arXiv 2503.14476, §3.2 and §3.4):
 the spec's worked examples (algorithms_a §13) and cases of our own."""
+import math
+
 import pytest
 import torch
 
@@ -102,3 +104,19 @@ def test_metric_names_one_reward_column():
     assert batch.metrics["ds/kept_frac"] == 1.0
     with pytest.raises(ValueError, match="not one of the recipe's rewards"):
         DynamicSampling(num_rows=6, seed=0, metric="acc").refine(batch)
+
+
+def test_cosine_length_worked_example_and_tag_count():
+    # algorithms_a §12 (open-rs CLI defaults, max_len 1000): correct L = 0/250/500/1000 ->
+    # 1.0/0.9268/0.75/0.5; wrong -> 0.0/-0.0732/-0.25/-0.5
+    from rlrecipes.rewards.length import cosine_length, tag_count
+    right = ["<answer>7</answer>".ljust(n, " ") if n else "" for n in (0, 250, 500, 1000)]
+    right[0] = "<answer>7</answer>"  # 18 characters: progress 0.018
+    out = cosine_length(None, right[1:], answer=["7"] * 3)
+    assert out == pytest.approx([0.9268, 0.75, 0.5], abs=1e-4)
+    assert cosine_length(None, [right[0]], answer=["7"])[0] == pytest.approx(0.5 + 0.25 * (1 + math.cos(math.pi * 0.018)))
+    wrong = ["x" * n for n in (0, 250, 500, 1000, 3000)]
+    assert cosine_length(None, wrong, answer=["7"] * 5) == pytest.approx([0.0, -0.0732, -0.25, -0.5, -0.5], abs=1e-4)
+    assert cosine_length(None, ["x" * 500], answer=["7"], min_wrong=-1.0) == pytest.approx([-0.75])
+    assert cosine_length(None, ["so \\boxed{7}"], answer=["7"], answer_format="boxed")[0] > 0.5
+    assert tag_count(None, ["<think>\nx\n</think>\n<answer>1</answer>", "<think>x</think>", "<think>\n<think>\n"]) == [1.0, 0.0, 0.0]
