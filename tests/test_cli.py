@@ -65,11 +65,16 @@ def test_train_qlora_via_cli(tmp_path):
     assert "adapter: qlora" in recipe and "seed: 3" in recipe
 
 
+def _train_tiny(tmp_path, *overrides, fast: bool = True):
+    """`rlrecipes train recipes/grpo.yaml --preset tiny` into tmp_path/run with -o overrides."""
+    args = ["train", "recipes/grpo.yaml", "--preset", "tiny", "--output-dir", str(tmp_path / "run")]
+    for o in (FAST if fast else []) + list(overrides):
+        args += ["-o", o]
+    return runner.invoke(app, args)
+
+
 def test_train_reward_that_raises_exits_2_naming_it(tmp_path):
-    args = ["train", "recipes/grpo.yaml", "--preset", "tiny", "--output-dir", str(tmp_path / "run"),
-            *sum((["-o", o] for o in FAST), []),
-            "-o", "rewards=[{fn: accuracy}, {fn: 'tests.user_rewards:broken_reward'}]"]
-    result = runner.invoke(app, args)
+    result = _train_tiny(tmp_path, "rewards=[{fn: accuracy}, {fn: 'tests.user_rewards:broken_reward'}]")
     assert result.exit_code == 2
     assert "rewards[1] (broken_reward): reward function raised KeyError" in result.output
     assert "Traceback" not in result.output
@@ -78,26 +83,19 @@ def test_train_reward_that_raises_exits_2_naming_it(tmp_path):
 def test_train_missing_column_exits_2(tmp_path):
     data = tmp_path / "d.jsonl"
     data.write_text("\n".join(json.dumps({"question": f"{i}+1=", "final": str(i + 1)}) for i in range(20)))
-    args = ["train", "recipes/grpo.yaml", "--preset", "tiny", "--output-dir", str(tmp_path / "run"),
-            *sum((["-o", o] for o in FAST), []),
-            "-o", f"data.source={{path: {data}}}", "-o", "data.fields={prompt: question}", "-o", "data.test_size=4"]
-    result = runner.invoke(app, args)
+    result = _train_tiny(tmp_path, f"data.source={{path: {data}}}", "data.fields={prompt: question}", "data.test_size=4")
     assert result.exit_code == 2, result.output
     assert "data.fields.answer: task 'arith' needs a 'answer' column" in result.output.replace("\n", "")
 
 
 def test_failed_run_is_not_reported_as_finished(tmp_path):
-    args = ["train", "recipes/grpo.yaml", "--preset", "tiny", "--output-dir", str(tmp_path / "run"),
-            *sum((["-o", o] for o in FAST), []), "-o", "eval.at_start=false",
-            "-o", "rewards=[{fn: 'tests.user_rewards:broken_reward'}]"]
-    assert runner.invoke(app, args).exit_code == 2
+    result = _train_tiny(tmp_path, "eval.at_start=false", "rewards=[{fn: 'tests.user_rewards:broken_reward'}]")
+    assert result.exit_code == 2
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "failed"
 
 
 def test_chat_template_without_one_is_a_one_line_error(tmp_path):
-    args = ["train", "recipes/grpo.yaml", "--preset", "tiny", "--output-dir", str(tmp_path / "run"),
-            "-o", "model.chat_template=true"]
-    result = runner.invoke(app, args)
+    result = _train_tiny(tmp_path, "model.chat_template=true", fast=False)
     assert result.exit_code == 2
     assert "model.chat_template: the tokenizer has no chat template" in result.output
     assert "Traceback" not in result.output
