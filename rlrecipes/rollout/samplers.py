@@ -139,3 +139,64 @@ def _constant(rewards_G: torch.Tensor) -> bool:
     """All rewards of a group equal (NaN counts as equal to anything): no advantage signal."""
     vals = rewards_G[~torch.isnan(rewards_G)]
     return vals.numel() < 2 or bool((vals == vals[0]).all())
+
+
+@register("sampler", "variance_aware")
+class VarianceAware(Uniform):
+    """MMR1 Variance-Aware Sampling (arXiv 2509.21268, §3; LengSicong/MMR1
+    `MixedCurriculumSampler`, released config): each batch takes floor(mix * n) prompts drawn
+    with replacement in proportion to their weight and the rest from the shuffled uniform order.
+    A prompt's weight is its outcome variance p(1 - p), p its pass rate over `rollout_n` scoring
+    rollouts; every `update_every` steps `pool_size` prompts are re-scored (sampled and judged
+    with the recipe's rewards: pass = total reward above `threshold`), with momentum
+    w <- m w_old + (1 - m) w_new. Prompts never scored keep weight `initial` (0.25, the
+    maximum). The trajectory-diversity term (TDS) is not implemented: the released config
+    weighs learnability (p(1 - p)) alone. Weights and generator state are checkpointed."""
+
+    def __init__(self, num_rows: int, seed: int, shuffle: bool = True, mix: float = 0.5, update_every: int = 4,
+                 rollout_n: int = 8, pool_size: int = 512, momentum: float = 0.0, threshold: float = 0.0,
+                 initial: float = 0.25):
+        super().__init__(num_rows, seed, shuffle)
+        if not 0.0 <= mix <= 1.0 or not 0.0 <= momentum < 1.0 or update_every < 1 or rollout_n < 2:
+            raise ValueError("need 0 <= mix <= 1, 0 <= momentum < 1, update_every >= 1, rollout_n >= 2")
+        self.mix, self.update_every, self.rollout_n, self.pool_size = mix, update_every, rollout_n, pool_size
+        self.momentum, self.threshold = momentum, threshold
+        self.weights = torch.full((num_rows,), float(initial))
+        self.gen = torch.Generator().manual_seed(seed + 17)
+
+    def next(self, n: int) -> list[int]:
+        k = int(self.mix * n)
+        weighted = []
+        if k and self.weights.sum() > 0:
+            weighted = torch.multinomial(self.weights, k, replacement=True, generator=self.gen).tolist()
+        return _interleave(weighted, super().next(n - len(weighted)))
+
+    def refine(self, batch: Batch) -> None:
+        """Every `update_every` steps (from step 1), re-score a pool of prompts."""
+        if (batch.step - 1) % self.update_every:
+            return
+        from ..rewards.combine import combine
+        pool = torch.randperm(self.num_rows, generator=self.gen)[:self.pool_size].tolist()
+        rows = [batch.train_rows[i] for i in pool for _ in range(self.rollout_n)]
+        prompts = [batch.train_prompts[i] for i in pool for _ in range(self.rollout_n)]
+        scored = batch.generate(prompts)
+        passed = combine(batch.score(prompts, scored, rows), batch.weights) > self.threshold
+        p = passed.float().view(len(pool), self.rollout_n).mean(1)
+        idx = torch.tensor(pool)
+        self.weights[idx] = self.momentum * self.weights[idx] + (1 - self.momentum) * p * (1 - p)
+        batch.metrics["vas/pool_pass_rate"] = p.mean().item()
+        batch.metrics["vas/weight_mean"] = self.weights.mean().item()
+
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "weights": self.weights.clone(), "gen": self.gen.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.weights = state["weights"].clone()
+        self.gen.set_state(state["gen"])
+
+
+def _interleave(a: list[int], b: list[int]) -> list[int]:
+    """a[0], b[0], a[1], b[1], ... then the rest of the longer one (MMR1 interleaves the parts)."""
+    out = [x for pair in zip(a, b) for x in pair]
+    return out + a[len(b):] + b[len(a):]
