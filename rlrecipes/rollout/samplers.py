@@ -179,8 +179,12 @@ class VarianceAware(Uniform):
         pool = torch.randperm(self.num_rows, generator=self.gen)[:self.pool_size].tolist()
         rows = [batch.train_rows[i] for i in pool for _ in range(self.rollout_n)]
         prompts = [batch.train_prompts[i] for i in pool for _ in range(self.rollout_n)]
-        scored = batch.generate(prompts)
-        passed = combine(batch.score(prompts, scored, rows), batch.weights) > self.threshold
+        # in chunks no larger than a training step's generation, which is known to fit
+        chunk = max(len(batch.rows), self.rollout_n)
+        passed = torch.cat([
+            combine(batch.score(prompts[i:i + chunk], batch.generate(prompts[i:i + chunk]), rows[i:i + chunk]),
+                    batch.weights) > self.threshold
+            for i in range(0, len(prompts), chunk)])
         p = passed.float().view(len(pool), self.rollout_n).mean(1)
         idx = torch.tensor(pool)
         self.weights[idx] = self.momentum * self.weights[idx] + (1 - self.momentum) * p * (1 - p)

@@ -17,15 +17,18 @@ def _batch(step):
                        torch.ones(n, 1, dtype=torch.long), torch.ones(n, 1, dtype=torch.long), list(prompts),
                        torch.zeros(n, dtype=torch.bool))
 
+    seen: dict[str, int] = {}   # across chunks
+
     def score(prompts, rollout, rows_):
-        seen: dict[str, int] = {}
+        assert len(prompts) <= 16
         out = []
         for p in prompts:  # the first PASSES[p] of each prompt's 8 rollouts pass
             seen[p] = seen.get(p, 0) + 1
             out.append([1.0 if seen[p] <= PASSES[p] else 0.0])
         return torch.tensor(out)
 
-    return Batch(step=step, group_size=8, rows=[], questions=[], rollout=generate([]), rewards_NK=torch.zeros(0, 1),
+    # rows: a 16-completion training step, so the 32 scoring rollouts go in 2 chunks of 16
+    return Batch(step=step, group_size=8, rows=[{}] * 16, questions=[], rollout=generate([]), rewards_NK=torch.zeros(0, 1),
                  weights=[1.0], generate=generate, score=score, format=lambda q: q, pad_id=0,
                  train_rows=rows, train_prompts=[r["prompt"] for r in rows])
 
