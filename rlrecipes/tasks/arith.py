@@ -14,6 +14,15 @@ from ..registry import register
 from .base import Task
 
 
+def _disjoint(shuffled: list, n_test: int, split: str, n: int, seed: int) -> list:
+    """From a seeded shuffle: the test split is (up to n of) its first n_test items; the train
+    split is n seeded draws from the rest."""
+    if split == "test":
+        return shuffled[:min(n, n_test)]
+    rng, train = random.Random(seed), shuffled[n_test:]
+    return [train[rng.randrange(len(train))] for _ in range(n)]
+
+
 @register("task", "arith")
 class Arith(Task):
     name = "arith"
@@ -41,12 +50,7 @@ class Arith(Task):
                              f"(max_operand {self.max_operand} gives {space})")
         keep = (lambda pair: min(pair) > 0) if self.trivial_frac else (lambda pair: True)  # noqa: E731
         if space <= 250_000:
-            pairs = [pair for pair in self._pairs() if keep(pair)]
-            test, train = pairs[:test_size], pairs[test_size:]
-            if split == "test":
-                return test[:n]
-            rng = random.Random(seed)
-            return [train[rng.randrange(len(train))] for _ in range(n)]
+            return _disjoint([pair for pair in self._pairs() if keep(pair)], test_size, split, n, seed)
         draw = lambda r: (r.randint(0, self.max_operand), r.randint(0, self.max_operand))  # noqa: E731
         rng, test = random.Random(self.seed), {}
         while len(test) < test_size:
@@ -68,10 +72,7 @@ class Arith(Task):
         random.Random(self.seed + 1).shuffle(pairs)
         if n_test >= len(pairs):
             raise ValueError(f"{n_test} trivial test problems leave none to train on; lower trivial_frac")
-        if split == "test":
-            return pairs[:n]
-        rng, train = random.Random(seed + 1), pairs[n_test:]
-        return [train[rng.randrange(len(train))] for _ in range(n)]
+        return _disjoint(pairs, n_test, split, n, seed + 1)
 
     def synthetic(self, split: str, n: int, seed: int, test_size: int = 200) -> list[dict]:
         """Rows of `split`; with `trivial_frac`, that share are zero-operand sums (TON's mix of
