@@ -12,6 +12,7 @@ import time
 
 import torch
 
+from .algorithms.advantages import nanstd
 from .logprobs import token_logprobs
 from .registry import call_with, get, signature_params
 from .rewards.combine import combine, score
@@ -81,7 +82,7 @@ def rl_step(ctx, step: int) -> dict:
     metrics = update(ctx, rollout, adv_N, reward_N, step)
     metrics.update(refined)
     metrics.update({
-        "reward_mean": all_N.nanmean().item(), "reward_std": _nanstd(all_N),
+        "reward_mean": all_N.nanmean().item(), "reward_std": torch.nan_to_num(nanstd(all_N)).item(),
         **{f"reward/{f.name}": all_K[:, k].nanmean().item() for k, f in enumerate(ctx.reward_fns)},
         "completion_len": rollout.completion_mask_NT.sum(1).float().mean().item(),
         "truncated_frac": rollout.truncated_N.float().mean().item(),
@@ -96,8 +97,7 @@ def rl_step(ctx, step: int) -> dict:
 def _refine(ctx, step: int, rows: list[dict], rollout, rewards_NK):
     """Let the sampler rework this rank's scored batch; returns (rollout, rewards_NK, metrics)."""
     from .rollout.samplers import Batch
-    batch = Batch(step=step, group_size=ctx.recipe.train.group_size, rows=rows,
-                  questions=[ctx.task.prompt(row) for row in rows], rollout=rollout, rewards_NK=rewards_NK,
+    batch = Batch(step=step, group_size=ctx.recipe.train.group_size, rows=rows, rollout=rollout, rewards_NK=rewards_NK,
                   weights=[f.weight for f in ctx.reward_fns], generate=lambda p: ctx.generate(p, repeat=1),
                   score=lambda p, r, rws: score(ctx.reward_fns, p, r.texts, rws, 1, step, r.completion_ids()),
                   format=ctx.format, pad_id=ctx.tokenizer.pad_token_id, rank=ctx.accelerator.process_index,
@@ -105,11 +105,6 @@ def _refine(ctx, step: int, rows: list[dict], rollout, rewards_NK):
                   reward_names=[f.name for f in ctx.reward_fns])
     ctx.comp.sampler.refine(batch)
     return batch.rollout, batch.rewards_NK, batch.metrics
-
-
-def _nanstd(x: torch.Tensor) -> float:
-    x = x[~torch.isnan(x)]
-    return x.std().item() if x.numel() > 1 else 0.0
 
 
 @torch.no_grad()

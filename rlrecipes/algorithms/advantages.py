@@ -40,12 +40,13 @@ def dr_grpo(rewards_BG: torch.Tensor) -> torch.Tensor:
     return rewards_BG - rewards_BG.mean(dim=1, keepdim=True)
 
 
-def _nanstd(x: torch.Tensor, dim=None, keepdim: bool = False) -> torch.Tensor:
-    """Unbiased std ignoring NaN (TRL's `nanstd`)."""
-    mean = torch.nanmean(x, dim=dim, keepdim=True) if dim is not None else torch.nanmean(x)
-    n = (~torch.isnan(x)).sum(dim=dim, keepdim=keepdim) if dim is not None else (~torch.isnan(x)).sum()
-    sq = torch.nansum((x - mean) ** 2, dim=dim, keepdim=keepdim) if dim is not None else torch.nansum((x - mean) ** 2)
-    return torch.sqrt(sq / (n - 1))
+def nanstd(x: torch.Tensor, dim: int | None = None, keepdim: bool = False) -> torch.Tensor:
+    """Unbiased std ignoring NaN (TRL's `nanstd`); NaN where fewer than two values remain."""
+    if dim is None:
+        x, dim = x.flatten(), 0
+    mean = torch.nanmean(x, dim=dim, keepdim=True)
+    n = (~torch.isnan(x)).sum(dim=dim, keepdim=keepdim)
+    return torch.sqrt(torch.nansum((x - mean) ** 2, dim=dim, keepdim=keepdim) / (n - 1))
 
 
 @register("advantage", "gdpo")
@@ -68,11 +69,11 @@ def gdpo(rewards_BG: torch.Tensor, rewards_BGK: torch.Tensor, reward_weights_K: 
     if R.shape[-1] == 1:
         return grpo(R[..., 0] * w[0], scale="group", eps=eps)
     G = R.shape[1]
-    std_k = _nanstd(R, dim=1, keepdim=True) if G > 1 else torch.zeros_like(R[:, :1])
+    std_k = nanstd(R, dim=1, keepdim=True) if G > 1 else torch.zeros_like(R[:, :1])
     norm = (R - torch.nanmean(R, dim=1, keepdim=True)) / (std_k + eps)
     pre = (norm * w).nansum(-1)
     pre[torch.isnan(R).all(-1)] = float("nan")
-    std = _nanstd(pre) if pre.numel() > 1 else torch.zeros(())
+    std = nanstd(pre) if pre.numel() > 1 else torch.zeros(())
     return torch.nan_to_num((pre - torch.nanmean(pre)) / (std + eps), nan=0.0)
 
 

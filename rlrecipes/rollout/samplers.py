@@ -22,7 +22,6 @@ class Batch:
     step: int
     group_size: int
     rows: list[dict]              # one per completion (G consecutive per prompt)
-    questions: list[str]          # the raw question of each completion's prompt
     rollout: Rollout
     rewards_NK: torch.Tensor      # per reward function, NaN where it returned None
     weights: list[float]
@@ -30,12 +29,22 @@ class Batch:
     score: Callable               # (prompts, rollout, rows) -> rewards_NK
     format: Callable              # raw questions -> formatted prompts
     pad_id: int
+    question_of: Callable         # row -> raw question (before any chat template)
     rank: int = 0
     train_rows: list[dict] = field(default_factory=list)   # for samplers that draw more prompts
     train_prompts: list[str] = field(default_factory=list)
-    question_of: Callable = str                              # row -> raw question
     reward_names: list[str] = field(default_factory=list)    # reward/<name> of each column
     metrics: dict = field(default_factory=dict)
+
+    def replace(self, dest: list[int], source: Rollout, src: list[int], source_NK: torch.Tensor,
+                keep_prompt: list[bool] | None = None) -> None:
+        """Rows dest[i] of the rollout and rewards become rows src[i] of `source` / `source_NK`
+        (prompt and completion, or only the completion where keep_prompt[i])."""
+        if not dest:
+            return
+        self.rollout = replace_rows(self.rollout, dest, source, src, self.pad_id, keep_prompt)
+        self.rewards_NK = self.rewards_NK.clone()
+        self.rewards_NK[dest] = source_NK[src]
 
 
 @register("sampler", "uniform")
@@ -125,12 +134,8 @@ class DynamicSampling(Uniform):
                 dest += range(slot * G, slot * G + G)
                 src += range(j * G, j * G + G)
                 batch.rows[slot * G:slot * G + G] = rows[j * G:j * G + G]
-                batch.questions[slot * G:slot * G + G] = [batch.question_of(rows[j * G])] * G
                 empty.remove(slot)
-            if dest:
-                batch.rollout = replace_rows(batch.rollout, dest, fresh, src, batch.pad_id)
-                batch.rewards_NK = batch.rewards_NK.clone()
-                batch.rewards_NK[dest] = fresh_NK[src]
+            batch.replace(dest, fresh, src, fresh_NK)
         m["ds/filled_frac"] = 1 - len(empty) / n_groups
         m["ds/rounds"] = float(rounds)
 

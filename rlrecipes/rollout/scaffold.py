@@ -23,7 +23,6 @@ from __future__ import annotations
 from typing import Literal
 
 from ..registry import register
-from .generate import replace_rows
 from .samplers import Batch, Uniform
 
 TIERS = {"knowledge": ("knowledge_components_parts", "Knowledge Hints"),
@@ -83,11 +82,12 @@ class ScaffoldHints(Uniform):
         m["scaf/all_fail_after"] = m["scaf/all_fail_frac"]
         if batch.step <= self.start_step or not groups:
             return
-        asks = []  # (group, tier, k, hinted question)
+        asks, spans = [], {}  # (group, tier, k, hinted question); group -> its asks' indices
         for g in groups:
-            row, question = batch.rows[g * G], batch.questions[g * G]
+            row, start = batch.rows[g * G], len(asks)
             for tier, k, hints in hint_levels(row, self.tiers, self.levels_per_tier, self.joiner):
-                asks.append((g, tier, k, hinted_question(question, tier, hints, self.template)))
+                asks.append((g, tier, k, hinted_question(batch.question_of(row), tier, hints, self.template)))
+            spans[g] = range(start, len(asks))
         if not asks:
             return
         prompts = batch.format([q for *_, q in asks])
@@ -95,8 +95,9 @@ class ScaffoldHints(Uniform):
         hinted_NK = batch.score(prompts, hinted, [batch.rows[g * G] for g, *_ in asks])
         level_rewards = combine(hinted_NK, batch.weights)
         dest, src, keep, chosen = [], [], [], []
+        plan = [self.replace_hint_prompt] if self.replace_num == 1 else [False, True]  # keep prompt?
         for g in groups:
-            idx = [i for i, a in enumerate(asks) if a[0] == g]
+            idx = spans[g]
             for i in idx:
                 tier, k = asks[i][1], asks[i][2]
                 key = f"scaf/hint_ok/{tier}{k}"
@@ -106,15 +107,11 @@ class ScaffoldHints(Uniform):
                 continue
             i = idx[best]
             chosen.append(asks[i])
-            plan = [self.replace_hint_prompt] if self.replace_num == 1 else [False, True]
             for j, keep_prompt in enumerate(plan):
                 dest.append(g * G + j)
                 src.append(i)
                 keep.append(keep_prompt)
-        if dest:
-            batch.rollout = replace_rows(batch.rollout, dest, hinted, src, batch.pad_id, keep)
-            batch.rewards_NK = batch.rewards_NK.clone()
-            batch.rewards_NK[dest] = hinted_NK[src]
+        batch.replace(dest, hinted, src, hinted_NK, keep)
         m["scaf/hinted_groups"] = float(len(groups))
         m["scaf/hint_success"] = len(chosen) / len(groups)
         m["scaf/all_fail_after"] = (len(groups) - len(chosen)) / n_groups

@@ -28,8 +28,8 @@ def _batch(step):
         return torch.tensor(out)
 
     # rows: a 16-completion training step, so the 32 scoring rollouts go in 2 chunks of 16
-    return Batch(step=step, group_size=8, rows=[{}] * 16, questions=[], rollout=generate([]), rewards_NK=torch.zeros(0, 1),
-                 weights=[1.0], generate=generate, score=score, format=lambda q: q, pad_id=0,
+    return Batch(step=step, group_size=8, rows=[{}] * 16, rollout=generate([]), rewards_NK=torch.zeros(0, 1),
+                 weights=[1.0], generate=generate, score=score, format=lambda q: q, pad_id=0, question_of=lambda row: row["prompt"],
                  train_rows=rows, train_prompts=[r["prompt"] for r in rows])
 
 
