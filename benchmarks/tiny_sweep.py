@@ -59,13 +59,13 @@ def main() -> None:
             rows.append(row)
             if "error" in row:
                 print(f"{row['recipe']:16} FAILED after {row['seconds']}s: {row['error']}")
-                continue
-            verdict = "—" if row["met"] is None else ("ok" if row["met"] else "MISSED")
-            print(f"{row['recipe']:16} {row['steps']:>5} {row['seconds']:>6.0f}  "
-                  f"{row['start']:.3f} ± {row['start_ci']:.3f} -> {row['end']:.3f} ± {row['end_ci']:.3f}  "
-                  f"{row['gain']:+.3f}  >= {row['min_gain']} {verdict}", flush=True)
-    if args.json:
-        args.json.write_text(json.dumps(rows, indent=2))
+            else:
+                verdict = "—" if row["met"] is None else ("ok" if row["met"] else "MISSED")
+                print(f"{row['recipe']:16} {row['steps']:>5} {row['seconds']:>6.0f}  "
+                      f"{row['start']:.3f} ± {row['start_ci']:.3f} -> {row['end']:.3f} ± {row['end_ci']:.3f}  "
+                      f"{row['gain']:+.3f}  >= {row['min_gain']} {verdict}", flush=True)
+            if args.json:  # after every recipe, so an interrupted sweep keeps what it measured
+                args.json.write_text(json.dumps(rows, indent=2))
 
 
 if __name__ == "__main__":
