@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
@@ -41,8 +43,12 @@ class Components:
         self.needs_ref = "ref_logp_NT" in wants | set(signature_params(self.loss).parameters)
         self.entropy_grad = "entropy_NT" in wants  # losses that read entropy use it detached
         self.needs_last_layer = "hidden_NTD" in signature_params(self.loss).parameters
-        self.sampler = get("sampler", alg.sampler.fn)(num_rows=num_rows, seed=recipe.train.seed,
-                                                      **alg.sampler.params)
+        sampler_cls = get("sampler", alg.sampler.fn)
+        linked = {"advantage": self.advantage} if "advantage" in signature_params(sampler_cls).parameters else {}
+        self.sampler = sampler_cls(num_rows=num_rows, seed=recipe.train.seed, **linked, **alg.sampler.params)
+        # hooks: refine(batch) after scoring, after_update(info) after the optimizer steps
+        self.refiners = [c for c in (self.sampler, self.advantage) if hasattr(c, "refine")]
+        self.post_update = [c for c in (self.advantage, self.sampler) if hasattr(c, "after_update")]
 
     def stateful(self) -> dict:
         """Every component with `state_dict` (value trackers, samplers, KL controllers...): all
@@ -57,7 +63,8 @@ def rl_step(ctx, step: int) -> dict:
     r, comp, acc = ctx.recipe, ctx.comp, ctx.accelerator
     B, G, t0 = r.train.prompts_per_step, r.train.group_size, time.perf_counter()
     idx = comp.sampler.next(B)
-    mine = idx[acc.process_index::acc.num_processes]
+    P = acc.num_processes
+    mine = idx[acc.process_index::P]
     rows = [ctx.train_rows[i] for i in mine for _ in range(G)]
     prompts = [ctx.train_prompts[i] for i in mine]
     t_gen = time.perf_counter()
@@ -66,36 +73,69 @@ def rl_step(ctx, step: int) -> dict:
     rewards_NK = score(ctx.reward_fns, [p for p in prompts for _ in range(G)], rollout.texts, rows, G, step,
                        rollout.completion_ids())
     refined = {}
-    if hasattr(comp.sampler, "refine"):  # samplers that rework a scored batch (Scaf-GRPO, DAPO)
+    if comp.refiners:  # components that rework a scored batch (Scaf-GRPO, DAPO, SPO's offline values)
         rollout, rewards_NK, refined = _refine(ctx, step, rows, rollout, rewards_NK)
     reward_N = combine(rewards_NK, [f.weight for f in ctx.reward_fns])
     # Advantages over the whole batch: gather every rank's rewards, keep this rank's slice.
-    all_N = acc.gather(reward_N.to(acc.device)).cpu()
-    all_K = acc.gather(rewards_NK.to(acc.device)).cpu()
+    gather = lambda t: acc.gather(t.to(acc.device)).cpu()  # noqa: E731
+    all_N, all_K = gather(reward_N), gather(rewards_NK)
     rewards_BG = all_N.view(-1, G)
     # A completion that no reward applied to (all None) takes its group's mean: advantage ~0.
     rewards_BG = torch.where(torch.isnan(rewards_BG), rewards_BG.nanmean(1, keepdim=True), rewards_BG)
+    mask_NT = rollout.completion_mask_NT
     available = {"rewards_BGK": all_K.view(-1, G, all_K.shape[-1]), "group_size": G, "step": step,
-                 "reward_weights_K": torch.tensor([f.weight for f in ctx.reward_fns])}
+                 "reward_weights_K": torch.tensor([f.weight for f in ctx.reward_fns]),
+                 "lengths_BG": gather(mask_NT.sum(1).float()).view(-1, G),
+                 "row_ids_B": torch.tensor([i for rank in range(P) for i in idx[rank::P]])}
+    old_NT = None
+    if "seq_logp_BG" in signature_params(comp.advantage).parameters:
+        # behaviour log-probs before any update; the update reuses them as old log-probs
+        old_NT = _fixed_logprobs(ctx, acc.unwrap_model(ctx.model), rollout, micro_batches(r, len(rollout))[1])
+        available["seq_logp_BG"] = gather((old_NT * mask_NT).sum(1)).view(-1, G)
     adv_BG = call_with(comp.advantage, available, comp.adv_params, positional=(rewards_BG,))
-    adv_N = adv_BG.reshape(acc.num_processes, len(mine) * G)[acc.process_index].to(acc.device)
-    metrics = update(ctx, rollout, adv_N, reward_N, step)
+    adv_N = adv_BG.reshape(P, len(mine) * G)[acc.process_index].to(acc.device)
+    metrics = update(ctx, rollout, adv_N, reward_N, step, old_NT)
     metrics.update(refined)
+    metrics.update(_after_update(ctx, mine, rollout, gather))
     metrics.update({
         "reward_mean": all_N.nanmean().item(), "reward_std": torch.nan_to_num(nanstd(all_N)).item(),
         **{f"reward/{f.name}": all_K[:, k].nanmean().item() for k, f in enumerate(ctx.reward_fns)},
-        "completion_len": rollout.completion_mask_NT.sum(1).float().mean().item(),
+        "completion_len": mask_NT.sum(1).float().mean().item(),
         "truncated_frac": rollout.truncated_N.float().mean().item(),
         "lr": ctx.scheduler.get_last_lr()[0], "step_time": time.perf_counter() - t0,
-        "gen_tokens_per_s": rollout.completion_mask_NT.sum().item() / gen_time})
+        "gen_tokens_per_s": mask_NT.sum().item() / gen_time})
     if torch.cuda.is_available():
         metrics["gpu_mem_peak_gb"] = torch.cuda.max_memory_allocated() / 2**30
     ctx.scheduler.step()
     return metrics
 
 
+@dataclass
+class Updated:
+    """What a component's `after_update(info)` sees once the step's optimizer updates are done
+    (SPO's value tracker): this rank's row ids (one per prompt) and rollout, log-probs of any
+    rollout under the updated policy, and a gather over ranks (rank-major, like the advantages)."""
+    row_ids: list[int]
+    group_size: int
+    rollout: object
+    logprobs: Callable
+    gather: Callable
+    pad_id: int
+
+
+def _after_update(ctx, mine: list[int], rollout, gather) -> dict:
+    model, r = ctx.accelerator.unwrap_model(ctx.model), ctx.recipe
+    info = Updated(mine, r.train.group_size, rollout, gather=gather, pad_id=ctx.tokenizer.pad_token_id,
+                   logprobs=lambda ro: _fixed_logprobs(ctx, model, ro, micro_batches(r, len(ro))[1]))
+    metrics = {}
+    for obj in ctx.comp.post_update:
+        metrics.update(obj.after_update(info))
+    return metrics
+
+
 def _refine(ctx, step: int, rows: list[dict], rollout, rewards_NK):
-    """Let the sampler rework this rank's scored batch; returns (rollout, rewards_NK, metrics)."""
+    """Let the refining components rework this rank's scored batch; returns (rollout, rewards_NK,
+    metrics)."""
     from .rollout.samplers import Batch
     batch = Batch(step=step, group_size=ctx.recipe.train.group_size, rows=rows, rollout=rollout, rewards_NK=rewards_NK,
                   weights=[f.weight for f in ctx.reward_fns], generate=lambda p: ctx.generate(p, repeat=1),
@@ -103,7 +143,8 @@ def _refine(ctx, step: int, rows: list[dict], rollout, rewards_NK):
                   format=ctx.format, pad_id=ctx.tokenizer.pad_token_id, rank=ctx.accelerator.process_index,
                   train_rows=ctx.train_rows, train_prompts=ctx.train_prompts, question_of=ctx.task.prompt,
                   reward_names=[f.name for f in ctx.reward_fns])
-    ctx.comp.sampler.refine(batch)
+    for obj in ctx.comp.refiners:
+        obj.refine(batch)
     return batch.rollout, batch.rewards_NK, batch.metrics
 
 
@@ -119,18 +160,25 @@ def _tensors(rollout, idx):
             rollout.completion_ids_NT[idx], rollout.completion_mask_NT[idx])
 
 
-def update(ctx, rollout, adv_N, reward_N, step: int) -> dict:
-    """ppo_epochs x mini_batches optimizer steps on one rollout; returns averaged metrics."""
-    r, comp, acc = ctx.recipe, ctx.comp, ctx.accelerator
-    N = len(rollout)
+def micro_batches(r, N: int) -> tuple[list[list[list[int]]], list[list[int]]]:
+    """(micro-batches of each mini-batch, all micro-batches) of N rows, as lists of row indices."""
     mini = max(1, N // r.train.mini_batches)
     micro = r.train.micro_batch_size or mini
     minibatches = [list(range(s, min(s + mini, N))) for s in range(0, N, mini)]
     chunked = [[mb[s:s + micro] for s in range(0, len(mb), micro)] for mb in minibatches]
-    all_micro = [c for chunks in chunked for c in chunks]
+    return chunked, [c for chunks in chunked for c in chunks]
+
+
+def update(ctx, rollout, adv_N, reward_N, step: int, old_NT=None) -> dict:
+    """ppo_epochs x mini_batches optimizer steps on one rollout; returns averaged metrics.
+    `old_NT`: behaviour log-probs when already computed (else computed here if off-policy)."""
+    r, comp, acc = ctx.recipe, ctx.comp, ctx.accelerator
+    chunked, all_micro = micro_batches(r, len(rollout))
+    minibatches = [[i for c in chunks for i in c] for chunks in chunked]
     on_policy = r.train.ppo_epochs == 1 and len(minibatches) == 1
     unwrapped = acc.unwrap_model(ctx.model)
-    old_NT = None if on_policy else _fixed_logprobs(ctx, unwrapped, rollout, all_micro)
+    if old_NT is None and not on_policy:
+        old_NT = _fixed_logprobs(ctx, unwrapped, rollout, all_micro)
     ref_NT = None
     if comp.needs_ref:
         ref_model, ref_ctx = ctx.reference.context(unwrapped)

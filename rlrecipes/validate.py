@@ -6,7 +6,7 @@ from pathlib import Path
 
 from .algorithms import ADVANTAGE_INPUTS, LOSS_INPUTS, REGULARIZER_INPUTS
 from .errors import UserError, did_you_mean
-from .registry import check_params, get, names
+from .registry import check_params, get, names, signature_params
 from .rewards.combine import LOOP_ARGS
 from .tasks.loaders import check_source
 from .transforms import TRANSFORM_INPUTS
@@ -29,7 +29,13 @@ def check_components(recipe) -> None:
         check_params("regularizer", reg.fn, reg.params, f"algorithm.regularizers[{i}]",
                      provided=REGULARIZER_INPUTS)
     check_params("sampler", alg.sampler.fn, alg.sampler.params, "algorithm.sampler",
-                 provided=("num_rows", "seed"))
+                 provided=("num_rows", "seed", "advantage"))
+    sampler_cls = get("sampler", alg.sampler.fn)
+    if "advantage" in signature_params(sampler_cls).parameters:
+        if not hasattr(get("advantage", alg.advantage.fn), "p_hat"):
+            raise UserError("algorithm.sampler.fn", f"sampler {alg.sampler.fn!r} reads the per-prompt values "
+                            f"of a tracking advantage estimator, and {alg.advantage.fn!r} keeps none",
+                            "use advantage spo")
     for i, stage in enumerate(recipe.stages):
         if stage.transform is not None:
             if stage.kind != "sft":
@@ -81,7 +87,6 @@ def _check_rules(recipe) -> None:
 def _check_whole_groups(recipe) -> None:
     """Losses that compare a prompt's completions (they take `group_size`) need every mini- and
     micro-batch to hold whole groups."""
-    from .registry import signature_params
     train = recipe.train
     if "group_size" not in signature_params(get("loss", recipe.algorithm.loss.fn)).parameters:
         return

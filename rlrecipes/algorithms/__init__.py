@@ -2,12 +2,18 @@
 
 Importing this package registers every component. Inputs the loop can pass by parameter name:
 
-advantage: rewards_BG (positional), rewards_BGK, reward_weights_K, group_size, step
+advantage: see ADVANTAGE_INPUTS below
 loss, regularizer: see LOSS_INPUTS below
 """
-from . import advantages, capo, group_losses, kl, losses, regularizers  # noqa: F401
+from . import advantages, capo, group_losses, kl, losses, pairwise, regularizers, trackers  # noqa: F401
 
-ADVANTAGE_INPUTS = ("rewards_BG", "rewards_BGK", "reward_weights_K", "group_size", "step")
+# What the loop can give advantage estimators, by parameter name (B prompts x G completions of
+# the whole step, gathered over ranks): combined rewards (positional) and per reward function,
+# the reward weights, group size, RL step, completion lengths in tokens, the training-row index
+# of each prompt as the sampler drew it, and (computed only for an estimator that names it) each
+# completion's summed log-prob under the behaviour policy.
+ADVANTAGE_INPUTS = ("rewards_BG", "rewards_BGK", "reward_weights_K", "group_size", "step", "lengths_BG",
+                    "row_ids_B", "seq_logp_BG")
 # What the loop can give losses and regularizers, by parameter name (N = B*G rows of this
 # micro-batch): log-probs now / at rollout / under the reference, entropy, completion mask and
 # token ids, advantage and combined reward per row, group size, RL step and total steps.

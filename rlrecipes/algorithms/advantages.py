@@ -154,3 +154,39 @@ def bnpo(rewards_BG: torch.Tensor, min_value: float = 0.0, max_value: float = 1.
     log_f = torch.where((alpha == 1) & (p == 0) | (beta == 1) & (p == 1), torch.zeros_like(log_f), log_f)
     inv_f = torch.clamp(torch.exp(-log_f), 0.0, 1e6)
     return ((s - p) * inv_f).float()
+
+
+@register("advantage", "unlikeliness")
+def unlikeliness(rewards_BG: torch.Tensor, seq_logp_BG: torch.Tensor, lengths_BG: torch.Tensor,
+                 beta_rank: float = 0.25, eps: float = 1e-6) -> torch.Tensor:
+    """Unlikeliness reward, "Rewarding the Unlikely" (He, Fried, Welleck, arXiv 2506.02355, §4;
+    AndreHe02/rewarding-unlikely-release `ray_lean_trainer.py::_compute_advantages`): rank each
+    group's completions by their token-mean behaviour log-prob, rank 0 = least likely, G-1 =
+    most likely (ties keep batch order), and scale the reward down for likely ones before GRPO:
+
+        r~_g = r_g * (1 - beta_rank * rank_g / G);   A = (r~ - mean r~) / (std_unbiased r~ + eps)
+
+    A group of one uses mean 0 and std 1, as the reference does."""
+    r = rewards_BG.float()
+    B, G = r.shape
+    mean_logp = seq_logp_BG.float() / lengths_BG.float().clamp(min=1)
+    rank = mean_logp.argsort(dim=1, stable=True).argsort(dim=1).float()
+    shaped = r * (1 - beta_rank * rank / G)
+    if G == 1:
+        return shaped / (1 + eps)
+    return grpo(shaped, scale="group", eps=eps)
+
+
+@register("advantage", "oblr")
+def oblr(rewards_BG: torch.Tensor, lengths_BG: torch.Tensor,
+         weight: Literal["length", "uniform"] = "length") -> torch.Tensor:
+    """OBLR-PO optimal baseline (Huang, Sheng, Zheng, arXiv 2511.23310, abstract and §3 [recon]):
+    the variance-minimising baseline weighs each completion by its squared score-function norm,
+    b* = sum_g w_g r_g / sum_g w_g with w_g = ||grad log pi(o_g|q)||^2, and A_g = r_g - b*.
+    Per-sample gradient norms cost a backward each, so w_g = |o_g| (the squared norm grows
+    about linearly with length) is used, a documented proxy; `weight: uniform` gives the group
+    mean (REINFORCE with a mean baseline). The paper's SNR-adaptive learning rate is not
+    implemented (no formula confirmed; see recipes/oblr_po.yaml)."""
+    r = rewards_BG.float()
+    w = lengths_BG.float().clamp(min=1) if weight == "length" else torch.ones_like(r)
+    return r - (w * r).sum(1, keepdim=True) / w.sum(1, keepdim=True)

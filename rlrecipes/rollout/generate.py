@@ -26,6 +26,11 @@ class Rollout:
         """Each completion's token ids up to and including its EOS (TRL's `completion_ids`)."""
         return [ids[m.bool()].tolist() for ids, m in zip(self.completion_ids_NT.cpu(), self.completion_mask_NT.cpu())]
 
+    def to(self, device) -> "Rollout":
+        return Rollout(self.prompt_ids_NP.to(device), self.prompt_mask_NP.to(device),
+                       self.completion_ids_NT.to(device), self.completion_mask_NT.to(device), self.texts,
+                       self.truncated_N.to(device))
+
     def select(self, idx) -> "Rollout":
         """The sub-rollout of sequences `idx` (a list or tensor of indices)."""
         idx = torch.as_tensor(idx, dtype=torch.long)
@@ -49,17 +54,29 @@ def replace_rows(rollout: Rollout, dest: list[int], source: Rollout, src: list[i
     keep_prompt = keep_prompt or [False] * len(dest)
     P = max(rollout.prompt_ids_NP.shape[1], source.prompt_ids_NP.shape[1])
     T = max(rollout.completion_ids_NT.shape[1], source.completion_ids_NT.shape[1])
-    out = [_pad(rollout.prompt_ids_NP, P, pad_id, True), _pad(rollout.prompt_mask_NP, P, 0, True),
-           _pad(rollout.completion_ids_NT, T, pad_id, False), _pad(rollout.completion_mask_NT, T, 0, False)]
-    new = [_pad(source.prompt_ids_NP, P, pad_id, True), _pad(source.prompt_mask_NP, P, 0, True),
-           _pad(source.completion_ids_NT, T, pad_id, False), _pad(source.completion_mask_NT, T, 0, False)]
-    out = [t.clone() for t in out]
+    out = [t.clone() for t in _padded(rollout, P, T, pad_id)]
+    new = _padded(source, P, T, pad_id)
     texts, truncated = list(rollout.texts), rollout.truncated_N.clone()
     for d, s, keep in zip(dest, src, keep_prompt):
         for which in ((2, 3) if keep else (0, 1, 2, 3)):
             out[which][d] = new[which][s]
         texts[d], truncated[d] = source.texts[s], source.truncated_N[s]
     return Rollout(*out, texts, truncated)
+
+
+def _padded(rollout: Rollout, P: int, T: int, pad_id: int) -> list[torch.Tensor]:
+    """The four id/mask tensors, prompts left-padded to P and completions right-padded to T."""
+    return [_pad(rollout.prompt_ids_NP, P, pad_id, True), _pad(rollout.prompt_mask_NP, P, 0, True),
+            _pad(rollout.completion_ids_NT, T, pad_id, False), _pad(rollout.completion_mask_NT, T, 0, False)]
+
+
+def stack(rollouts: list[Rollout], pad_id: int) -> Rollout:
+    """One rollout holding the rows of several, padded to the widest (rows kept across steps)."""
+    P = max(r.prompt_ids_NP.shape[1] for r in rollouts)
+    T = max(r.completion_ids_NT.shape[1] for r in rollouts)
+    parts = [_padded(r, P, T, pad_id) for r in rollouts]
+    tensors = [torch.cat([p[k] for p in parts]) for k in range(4)]
+    return Rollout(*tensors, [t for r in rollouts for t in r.texts], torch.cat([r.truncated_N for r in rollouts]))
 
 
 def completion_mask(completion_ids_NT: torch.Tensor, eos_id: int) -> torch.Tensor:

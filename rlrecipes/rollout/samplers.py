@@ -180,17 +180,8 @@ class VarianceAware(Uniform):
         """Every `update_every` steps (from step 1), re-score a pool of prompts."""
         if (batch.step - 1) % self.update_every:
             return
-        from ..rewards.combine import combine
         pool = torch.randperm(self.num_rows, generator=self.gen)[:self.pool_size].tolist()
-        rows = [batch.train_rows[i] for i in pool for _ in range(self.rollout_n)]
-        prompts = [batch.train_prompts[i] for i in pool for _ in range(self.rollout_n)]
-        # in chunks no larger than a training step's generation, which is known to fit
-        chunk = max(len(batch.rows), self.rollout_n)
-        passed = torch.cat([
-            combine(batch.score(prompts[i:i + chunk], batch.generate(prompts[i:i + chunk]), rows[i:i + chunk]),
-                    batch.weights) > self.threshold
-            for i in range(0, len(prompts), chunk)])
-        p = passed.float().view(len(pool), self.rollout_n).mean(1)
+        p = score_pool(batch, pool, self.rollout_n, self.threshold).float().mean(1)
         idx = torch.tensor(pool)
         self.weights[idx] = self.momentum * self.weights[idx] + (1 - self.momentum) * p * (1 - p)
         batch.metrics["vas/pool_pass_rate"] = p.mean().item()
@@ -202,6 +193,52 @@ class VarianceAware(Uniform):
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
         self.weights = state["weights"].clone()
+        self.gen.set_state(state["gen"])
+
+
+def score_pool(batch: Batch, pool: list[int], n: int, threshold: float) -> torch.Tensor:
+    """[len(pool), n] booleans: n sampled completions of each training row in `pool`, each
+    passing when its weighted total reward exceeds `threshold`. Generated in chunks no larger
+    than a training step's generation, which is known to fit."""
+    from ..rewards.combine import combine
+    rows = [batch.train_rows[i] for i in pool for _ in range(n)]
+    prompts = [batch.train_prompts[i] for i in pool for _ in range(n)]
+    chunk = max(len(batch.rows), n)
+    passed = torch.cat([
+        combine(batch.score(prompts[i:i + chunk], batch.generate(prompts[i:i + chunk]), rows[i:i + chunk]),
+                batch.weights) > threshold
+        for i in range(0, len(prompts), chunk)])
+    return passed.view(len(pool), n)
+
+
+@register("sampler", "spo_prioritized")
+class SPOPrioritized(Uniform):
+    """SPO prioritized prompt sampling (arXiv 2509.13232, §3.3; verl recipe/spo `fit`): each step
+    takes the next `pool_size` prompts of the shuffled order (the reference's generation batch,
+    14,000 of DAPO-Math-17k) and draws the step's prompts from them in proportion to
+    sqrt(p^(1 - p^)) + eps, p^ the `spo` advantage's tracked value (eps = 0.05), with replacement
+    only when the step needs more prompts than the pool holds. Needs `advantage: spo`."""
+
+    def __init__(self, num_rows: int, seed: int, advantage, shuffle: bool = True, pool_size: int = 14000,
+                 eps: float = 0.05):
+        super().__init__(num_rows, seed, shuffle)
+        self.advantage, self.pool_size, self.eps = advantage, min(pool_size, num_rows), eps
+        self.gen = torch.Generator().manual_seed(seed + 23)
+
+    def weights(self, rows: list[int]) -> torch.Tensor:
+        p = self.advantage.p_hat(rows).double()
+        return torch.sqrt(p * (1 - p)) + self.eps
+
+    def next(self, n: int) -> list[int]:
+        pool = super().next(self.pool_size)
+        picks = torch.multinomial(self.weights(pool), n, replacement=n > len(pool), generator=self.gen)
+        return [pool[i] for i in picks.tolist()]
+
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "gen": self.gen.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
         self.gen.set_state(state["gen"])
 
 

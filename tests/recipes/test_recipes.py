@@ -16,7 +16,9 @@ from ..conftest import FAST, RECIPES
 ALL = sorted(RECIPES.glob("*.yaml"))
 # A model after 20 SFT steps has mean token entropy above GTPO's 0.7 filter, so every completion
 # would be dropped (A = 0) and nothing would move; lift the filter to exercise the gradient path.
-EXTRA = {"gtpo": ["algorithm.loss.entropy_threshold=100.0"]}
+# SPO's offline values sample every training prompt at the first step: keep that set small.
+EXTRA = {"gtpo": ["algorithm.loss.entropy_threshold=100.0"],
+         "spo": ["data.train_size=12", "algorithm.advantage.offline_n=2"]}
 
 
 @pytest.mark.parametrize("path", ALL, ids=lambda p: p.stem)
