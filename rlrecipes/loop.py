@@ -121,6 +121,7 @@ def rl_stage(ctx, base_path: str, resume_from: Path | None) -> dict:
     with GracefulStop() as stop, StepProgress("rl", r.train.steps, ("reward_mean", "loss", "kl", "completion_len"),
                                               enabled=acc.is_main_process) as bar:
         bar.update(start, {})
+        ctx.note = bar.note
         for step in range(start + 1, r.train.steps + 1):
             metrics = rl_step(ctx, step)
             streak = streak + 1 if metrics["skipped_updates"] == metrics["updates"] else 0

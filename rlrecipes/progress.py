@@ -22,3 +22,7 @@ class StepProgress:
     def update(self, step: int, metrics: dict) -> None:
         info = "  ".join(f"{k}={metrics[k]:.3g}" for k in self.shown if k in metrics)
         self.progress.update(self.task, completed=step, info=info)
+
+    def note(self, text: str) -> None:
+        """Show `text` in place of the metrics while a long sub-task of a step runs."""
+        self.progress.update(self.task, info=text)

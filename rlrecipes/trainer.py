@@ -49,6 +49,8 @@ class Components:
         # hooks: refine(batch) after scoring, after_update(info) after the optimizer steps
         self.refiners = [c for c in (self.sampler, self.advantage) if hasattr(c, "refine")]
         self.post_update = [c for c in (self.advantage, self.sampler) if hasattr(c, "after_update")]
+        # lr_scale(micro-batch gradients) -> (factor, metrics) before each optimizer step (OBLR-PO)
+        self.lr_scalers = [c for c in (self.advantage, self.loss) if hasattr(c, "lr_scale")]
 
     def stateful(self) -> dict:
         """Every component with `state_dict` (value trackers, samplers, KL controllers...): all
@@ -142,7 +144,7 @@ def _refine(ctx, step: int, rows: list[dict], rollout, rewards_NK):
                   score=lambda p, r, rws: score(ctx.reward_fns, p, r.texts, rws, 1, step, r.completion_ids()),
                   format=ctx.format, pad_id=ctx.tokenizer.pad_token_id, rank=ctx.accelerator.process_index,
                   train_rows=ctx.train_rows, train_prompts=ctx.train_prompts, question_of=ctx.task.prompt,
-                  reward_names=[f.name for f in ctx.reward_fns])
+                  reward_names=[f.name for f in ctx.reward_fns], **({"note": ctx.note} if hasattr(ctx, "note") else {}))
     for obj in ctx.comp.refiners:
         obj.refine(batch)
     return batch.rollout, batch.rewards_NK, batch.metrics
@@ -193,23 +195,51 @@ def update(ctx, rollout, adv_N, reward_N, step: int, old_NT=None) -> dict:
         for mb, chunks in zip(minibatches, chunked):
             den = sum(comp.aggregation(torch.zeros_like(mask_NT[c]), mask_NT[c], max_len=max_len)[1]
                       for c in chunks)
-            loss_total = 0.0
+            loss_total, micro_grads, before = 0.0, [], None
             for c in chunks:
                 loss, m = micro_loss(ctx, rollout, c, adv_N, reward_N, old_NT, ref_NT, mask_NT, den, step)
                 loss_total += loss
                 for k, v in m.items():
                     sums[k] = sums.get(k, 0.0) + float(v) * len(c) / len(mb)
+                if comp.lr_scalers:
+                    now = _flat_grad(ctx.params)
+                    micro_grads.append(now if before is None else now - before)
+                    before = now
+            factor = 1.0
+            for scaler in comp.lr_scalers:
+                f, m = scaler.lr_scale(micro_grads)
+                factor *= f
+                for k, v in m.items():
+                    sums[k] = sums.get(k, 0.0) + v
             norm = acc.clip_grad_norm_(ctx.params, r.train.max_grad_norm or float("inf"))
             sums["loss"] = sums.get("loss", 0.0) + loss_total
             sums["grad_norm"] = sums.get("grad_norm", 0.0) + float(norm)
             n_updates += 1
             if math.isfinite(loss_total) and torch.isfinite(norm):
-                ctx.optimizer.step()
+                _step(ctx.optimizer, factor)
             else:  # NaN/inf guard: drop this update, keep the weights (the loop counts streaks)
                 skipped += 1
             ctx.optimizer.zero_grad(set_to_none=True)
     return {**{k: v / n_updates for k, v in sums.items()}, "skipped_updates": skipped,
             "updates": n_updates}
+
+
+def _flat_grad(params) -> torch.Tensor:
+    return torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).detach().flatten().float()
+                      for p in params])
+
+
+def _step(optimizer, lr_factor: float) -> None:
+    """optimizer.step() with every group's learning rate times `lr_factor` for this step only."""
+    if lr_factor == 1.0:
+        optimizer.step()
+        return
+    saved = [g["lr"] for g in optimizer.param_groups]
+    for g in optimizer.param_groups:
+        g["lr"] = g["lr"] * lr_factor
+    optimizer.step()
+    for g, lr in zip(optimizer.param_groups, saved):
+        g["lr"] = lr
 
 
 def micro_loss(ctx, rollout, idx, adv_N, reward_N, old_NT, ref_NT, mask_NT, den, step):

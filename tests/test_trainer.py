@@ -80,3 +80,21 @@ def test_grpo_tiny_preset_learns(tmp_path):
     start, end = summary["eval"]["start"]["pass@1"], summary["eval"]["end"]["pass@1"]
     print(f"pass@1 {start:.3f} -> {end:.3f}")
     assert end - start >= r.expect.tiny["min_gain"]
+
+
+def test_oblr_snr_factor_scales_the_optimizer_step(tmp_path):
+    """OBLR-PO's learning-rate hook sees one gradient share per micro-batch and scales the step."""
+    r = load_recipe("recipes/oblr_po.yaml", "tiny", FAST + ["train.micro_batch_size=4", "eval.at_start=false",
+                                                           "eval.at_end=false"])
+    train(r, str(tmp_path / "run"), say=lambda *a: None)
+    rows = _metrics(tmp_path / "run")
+    assert all(0 < row["oblr/lr_factor"] < 1 and row["oblr/snr"] > 0 for row in rows)
+
+
+def test_scaled_step_restores_the_learning_rate():
+    from rlrecipes.trainer import _step
+    w = torch.nn.Parameter(torch.tensor([1.0]))
+    opt = torch.optim.SGD([w], lr=1.0)
+    w.grad = torch.tensor([1.0])
+    _step(opt, 0.25)
+    assert w.item() == 0.75 and opt.param_groups[0]["lr"] == 1.0

@@ -1,6 +1,7 @@
 """Advantage estimators: `fn(rewards_BG, **params) -> adv_BG` (float32)."""
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import torch
@@ -178,15 +179,37 @@ def unlikeliness(rewards_BG: torch.Tensor, seq_logp_BG: torch.Tensor, lengths_BG
 
 
 @register("advantage", "oblr")
-def oblr(rewards_BG: torch.Tensor, lengths_BG: torch.Tensor,
-         weight: Literal["length", "uniform"] = "length") -> torch.Tensor:
-    """OBLR-PO optimal baseline (Huang, Sheng, Zheng, arXiv 2511.23310, abstract and §3 [recon]):
-    the variance-minimising baseline weighs each completion by its squared score-function norm,
-    b* = sum_g w_g r_g / sum_g w_g with w_g = ||grad log pi(o_g|q)||^2, and A_g = r_g - b*.
-    Per-sample gradient norms cost a backward each, so w_g = |o_g| (the squared norm grows
-    about linearly with length) is used, a documented proxy; `weight: uniform` gives the group
-    mean (REINFORCE with a mean baseline). The paper's SNR-adaptive learning rate is not
-    implemented (no formula confirmed; see recipes/oblr_po.yaml)."""
-    r = rewards_BG.float()
-    w = lengths_BG.float().clamp(min=1) if weight == "length" else torch.ones_like(r)
-    return r - (w * r).sum(1, keepdim=True) / w.sum(1, keepdim=True)
+class OBLR:
+    """OBLR-PO (Huang, Sheng, Zheng, arXiv 2511.23310, abstract and §3 [recon]; no reference code).
+
+    Baseline: the variance-minimising baseline weighs each completion by its squared
+    score-function norm, b* = sum_g w_g r_g / sum_g w_g with w_g = ||grad log pi(o_g|q)||^2, and
+    A_g = r_g - b*. Per-sample gradient norms cost a backward each, so w_g = |o_g| (the squared
+    norm grows about linearly with length) is used, a documented proxy; `weight: uniform` gives
+    the group mean (REINFORCE with a mean baseline).
+
+    Learning rate (`snr_lr`, formula [unverified]): each optimizer step's rate is multiplied by
+    SNR / (1 + SNR), SNR = ||g||^2 / (mean_i ||g_i - g||^2 / M) from the M micro-batch
+    gradient estimates g_i of the mini-batch gradient g. It needs micro_batch_size to split a
+    mini-batch in two or more; with one micro-batch the rate is left alone. The loop calls
+    `lr_scale` before each optimizer step of a component that has it."""
+
+    def __init__(self, weight: Literal["length", "uniform"] = "length", snr_lr: bool = True):
+        self.weight, self.snr_lr = weight, snr_lr
+
+    def __call__(self, rewards_BG: torch.Tensor, lengths_BG: torch.Tensor) -> torch.Tensor:
+        r = rewards_BG.float()
+        w = lengths_BG.float().clamp(min=1) if self.weight == "length" else torch.ones_like(r)
+        return r - (w * r).sum(1, keepdim=True) / w.sum(1, keepdim=True)
+
+    def lr_scale(self, micro_grads: list[torch.Tensor]) -> tuple[float, dict]:
+        """Factor for this optimizer step from each micro-batch's share of the gradient (flat)."""
+        M = len(micro_grads)
+        if not self.snr_lr or M < 2:
+            return 1.0, {}
+        g_i = torch.stack(micro_grads).double() * M   # each micro-batch's estimate of the gradient
+        g = g_i.mean(0)
+        noise = ((g_i - g) ** 2).sum(1).mean() / M
+        snr = (g.pow(2).sum() / noise).item() if noise > 0 else float("inf")
+        factor = 1.0 if math.isinf(snr) else snr / (1 + snr)
+        return factor, {"oblr/snr": snr, "oblr/lr_factor": factor}

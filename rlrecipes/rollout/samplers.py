@@ -35,6 +35,7 @@ class Batch:
     train_prompts: list[str] = field(default_factory=list)
     reward_names: list[str] = field(default_factory=list)    # reward/<name> of each column
     metrics: dict = field(default_factory=dict)
+    note: Callable = lambda text: None                       # progress text for long work
 
     def replace(self, dest: list[int], source: Rollout, src: list[int], source_NK: torch.Tensor,
                 keep_prompt: list[bool] | None = None) -> None:
@@ -204,11 +205,12 @@ def score_pool(batch: Batch, pool: list[int], n: int, threshold: float) -> torch
     rows = [batch.train_rows[i] for i in pool for _ in range(n)]
     prompts = [batch.train_prompts[i] for i in pool for _ in range(n)]
     chunk = max(len(batch.rows), n)
-    passed = torch.cat([
-        combine(batch.score(prompts[i:i + chunk], batch.generate(prompts[i:i + chunk]), rows[i:i + chunk]),
-                batch.weights) > threshold
-        for i in range(0, len(prompts), chunk)])
-    return passed.view(len(pool), n)
+    passed = []
+    for i in range(0, len(prompts), chunk):
+        batch.note(f"scoring {len(pool)} prompts x {n}: {i // n}/{len(pool)}")
+        rollout = batch.generate(prompts[i:i + chunk])
+        passed.append(combine(batch.score(prompts[i:i + chunk], rollout, rows[i:i + chunk]), batch.weights) > threshold)
+    return torch.cat(passed).view(len(pool), n)
 
 
 @register("sampler", "spo_prioritized")

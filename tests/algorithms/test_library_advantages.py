@@ -66,7 +66,20 @@ def test_unlikeliness_own_cases_beta_zero_is_grpo_and_group_of_one():
 
 def test_oblr_length_weighted_baseline_worked_example_and_uniform():
     # r = [1,0,1,0], lengths [100,300,200,400]: b = (100 + 200) / 1000 = 0.3 -> A = [0.7,-0.3,0.7,-0.3]
-    oblr = get("advantage", "oblr")
+    oblr = get("advantage", "oblr")()
     r, lengths = torch.tensor([[1.0, 0.0, 1.0, 0.0]]), torch.tensor([[100.0, 300.0, 200.0, 400.0]])
     assert torch.allclose(oblr(r, lengths), torch.tensor([[0.7, -0.3, 0.7, -0.3]]))
-    assert torch.allclose(oblr(r, lengths, weight="uniform"), torch.tensor([[0.5, -0.5, 0.5, -0.5]]))
+    uniform = get("advantage", "oblr")(weight="uniform")
+    assert torch.allclose(uniform(r, lengths), torch.tensor([[0.5, -0.5, 0.5, -0.5]]))
+
+
+def test_oblr_snr_learning_rate_factor():
+    # micro-batch shares [1, 0] and [0, 1] (M = 2): estimates g_i = M * share = [2, 0], [0, 2];
+    # g = [1, 1], ||g||^2 = 2; ||g_i - g||^2 = 2 each, mean 2, / M = 1 -> SNR 2 -> factor 2/3
+    oblr = get("advantage", "oblr")()
+    factor, m = oblr.lr_scale([torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0])])
+    assert abs(factor - 2 / 3) < 1e-9 and abs(m["oblr/snr"] - 2.0) < 1e-9
+    # identical shares: no noise -> rate unchanged; one micro-batch: nothing to estimate
+    assert oblr.lr_scale([torch.tensor([1.0, 2.0])] * 3)[0] == 1.0
+    assert oblr.lr_scale([torch.tensor([1.0, 2.0])]) == (1.0, {})
+    assert get("advantage", "oblr")(snr_lr=False).lr_scale([torch.ones(2), torch.zeros(2)]) == (1.0, {})
