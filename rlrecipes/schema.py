@@ -1,0 +1,183 @@
+"""The recipe schema: pydantic v2 models with extra=forbid, one per YAML section.
+
+`config.py` loads a YAML file, merges presets and overrides and validates it against `Recipe`.
+"""
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Component(BaseModel):
+    """`{fn: name, **params}`: a registered component and its parameters (checked at validate)."""
+    model_config = ConfigDict(extra="allow")
+    fn: str
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class Paper(Strict):
+    title: str
+    arxiv: str | None = None
+    url: str | None = None
+
+
+class Fidelity(Strict):
+    status: Literal["working", "partial", "recon", "unverified", "out-of-scope", "not-yet"] = "working"
+    notes: str = ""
+
+
+class LoraConfig(Strict):
+    r: int = Field(16, gt=0)
+    alpha: float = Field(32, gt=0)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    target_modules: list[str] | str = "all-linear"
+
+
+class TinyConfig(Strict):
+    """Shape of the built-in offline model (`model.name_or_path: tiny`)."""
+    hidden_size: int = Field(64, gt=0)
+    layers: int = Field(2, gt=0)
+    heads: int = Field(4, gt=0)
+    kv_heads: int = Field(2, gt=0)
+    intermediate_size: int = Field(256, gt=0)
+    vocab_size: int | None = Field(None, gt=0)   # pad the embedding (e.g. 151936 for Qwen-shaped benchmarks)
+    seed: int = 0
+
+
+class ModelConfig(Strict):
+    name_or_path: str
+    adapter: Literal["none", "lora", "qlora"] = "lora"
+    lora: LoraConfig = LoraConfig()
+    tiny: TinyConfig = TinyConfig()
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    trust_remote_code: bool = False
+    revision: str | None = None
+    gradient_checkpointing: bool = False
+    chat_template: bool = False   # wrap prompts in the tokenizer's chat template (instruct models)
+
+
+class DataConfig(Strict):
+    task: str
+    source: Literal["synthetic"] | dict[str, Any] = "synthetic"
+    fields: dict[str, str] = {}
+    params: dict[str, Any] = {}
+    train_size: int | None = Field(None, gt=0)
+    test_size: int = Field(200, gt=0)
+
+
+class Stage(Strict):
+    kind: Literal["sft", "rl"]
+    steps: int | None = Field(None, ge=0)
+    lr: float | None = Field(None, gt=0)
+    batch_size: int = Field(32, gt=0)
+    adapter: Literal["none", "lora"] = "none"
+    transform: Component | None = None  # sft only: rewrites (question, gold) per example
+
+
+class Reward(Component):
+    weight: float = 1.0   # 0: logged as reward/<name> but not trained on (a metric)
+    name: str | None = None  # display name in metrics (default: the function's name)
+
+    @property
+    def label(self) -> str:
+        """The name its metrics are logged under: `reward/<label>`."""
+        return self.name or self.fn.rsplit(":", 1)[-1]
+
+
+class LossSpec(Component):
+    aggregation: str = "token_mean"
+
+
+class KLConfig(Strict):
+    beta: float = Field(0.0, ge=0)
+    estimator: Literal["k1", "k2", "k3"] = "k3"
+
+
+class Algorithm(Strict):
+    advantage: Component = Component(fn="grpo")
+    loss: LossSpec = LossSpec(fn="ppo_clip")
+    kl: KLConfig = KLConfig()
+    sampler: Component = Component(fn="uniform")
+    regularizers: list[Component] = []
+
+
+class Train(Strict):
+    steps: int = Field(100, ge=0)
+    prompts_per_step: int = Field(16, gt=0)
+    group_size: int = Field(8, gt=0)
+    lr: float = Field(1e-6, gt=0)
+    seed: int = 0
+    ppo_epochs: int = Field(1, gt=0)
+    mini_batches: int = Field(1, gt=0)
+    micro_batch_size: int | None = Field(None, gt=0)
+    warmup_steps: int = Field(0, ge=0)
+    schedule: Literal["constant", "cosine"] = "constant"
+    weight_decay: float = Field(0.0, ge=0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    max_grad_norm: float | None = Field(1.0, gt=0)
+    max_skipped_steps: int = Field(3, gt=0)   # stop after this many consecutive non-finite steps
+
+
+class Generation(Strict):
+    max_new_tokens: int = Field(256, gt=0)
+    temperature: float = Field(1.0, gt=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    top_k: int = Field(0, ge=0)
+    min_new_tokens: int = Field(0, ge=0)
+
+
+class Eval(Strict):
+    every: int = Field(0, ge=0)
+    samples: int = Field(4, gt=0)
+    k: list[int] = [1]
+    temperature: float | None = Field(None, gt=0)
+    limit: int | None = Field(None, gt=0)
+    at_start: bool = True
+    at_end: bool = True
+
+
+class Checkpoint(Strict):
+    every: int = Field(0, ge=0)
+    keep_last: int = Field(2, gt=0)
+    best_metric: str | None = None            # e.g. eval/pass@1: selects checkpoints/best
+    best_mode: Literal["max", "min"] = "max"
+
+
+class Expect(Strict):
+    paper: dict[str, Any] = {}
+    tiny: dict[str, Any] = {}
+
+
+class Recipe(Strict):
+    name: str
+    paper: Paper
+    summary: str = ""
+    fidelity: Fidelity = Fidelity()
+    sources: dict[str, str] = {}
+    model: ModelConfig
+    data: DataConfig
+    stages: list[Stage] = Field([Stage(kind="rl")], min_length=1)
+    rewards: list[Reward] = Field(min_length=1)
+    algorithm: Algorithm = Algorithm()
+    train: Train = Train()
+    generation: Generation = Generation()
+    eval: Eval = Eval()
+    checkpoint: Checkpoint = Checkpoint()
+    expect: Expect = Expect()
+    presets: dict[str, dict[str, Any]] = {}
+
+    @field_validator("stages")
+    @classmethod
+    def _one_rl_stage_last(cls, stages):
+        kinds = [s.kind for s in stages]
+        if kinds.count("rl") > 1 or ("rl" in kinds and kinds[-1] != "rl"):
+            raise ValueError("at most one rl stage, and it must be the last")
+        return stages
