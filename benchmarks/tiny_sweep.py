@@ -1,5 +1,6 @@
-"""Run every recipe's tiny preset and print one table: recipe, RL steps, seconds, eval pass@1
-start -> end with 95% intervals, the gain, and whether the recipe's `expect.tiny.min_gain` holds.
+"""Run every recipe's tiny preset and print one table: recipe, RL steps, seconds, the eval metric
+of `expect.tiny.metric` (pass@1 unless the recipe names another, e.g. srcc) start -> end with 95%
+intervals, the gain, and whether the recipe's `expect.tiny.min_gain` holds.
 
     python benchmarks/tiny_sweep.py                     # all recipes/*.yaml with a tiny preset
     python benchmarks/tiny_sweep.py grpo dapo --json sweep.json
@@ -24,13 +25,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def run_one(path: Path, out_root: Path) -> dict:
     raw = yaml.safe_load(path.read_text())
-    min_gain = ((raw.get("expect") or {}).get("tiny") or {}).get("min_gain")
+    tiny = (raw.get("expect") or {}).get("tiny") or {}
+    min_gain, metric = tiny.get("min_gain"), tiny.get("metric", "pass@1")
     run_dir = out_root / path.stem
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "rlrecipes", "train", str(path), "--preset", "tiny",
                            "--output-dir", str(run_dir)], capture_output=True, text=True, cwd=ROOT)
     seconds = time.perf_counter() - t0
-    row = {"recipe": path.stem, "seconds": round(seconds, 1), "min_gain": min_gain}
+    row = {"recipe": path.stem, "seconds": round(seconds, 1), "min_gain": min_gain, "metric": metric}
     summary = run_dir / "summary.json"
     if proc.returncode or not summary.exists():
         row["error"] = (proc.stderr.strip().splitlines() or ["failed"])[-1][:200]
@@ -38,8 +40,8 @@ def run_one(path: Path, out_root: Path) -> dict:
     ev = json.loads(summary.read_text())["eval"]
     recipe = yaml.safe_load((run_dir / "recipe.yaml").read_text())
     start, end = ev["start"], ev["end"]
-    row.update(steps=recipe["train"]["steps"], start=start["pass@1"], start_ci=start["pass@1_ci"],
-               end=end["pass@1"], end_ci=end["pass@1_ci"], gain=end["pass@1"] - start["pass@1"])
+    row.update(steps=recipe["train"]["steps"], start=start[metric], start_ci=start[f"{metric}_ci"],
+               end=end[metric], end_ci=end[f"{metric}_ci"], gain=end[metric] - start[metric])
     row["met"] = None if min_gain is None else row["gain"] >= min_gain
     return row
 
@@ -52,7 +54,7 @@ def main() -> None:
     paths = [ROOT / "recipes" / f"{name}.yaml" for name in args.recipes] or sorted((ROOT / "recipes").glob("*.yaml"))
     paths = [p for p in paths if "tiny" in (yaml.safe_load(p.read_text()).get("presets") or {})]
     rows = []
-    print(f"{'recipe':16} {'steps':>5} {'sec':>6}  {'pass@1 start':>14} -> {'end':>14}  {'gain':>6}  expect")
+    print(f"{'recipe':16} {'steps':>5} {'sec':>6}  {'metric':6} {'start':>14} -> {'end':>14}  {'gain':>6}  expect")
     with tempfile.TemporaryDirectory() as tmp:
         for path in paths:
             row = run_one(path, Path(tmp))
@@ -61,7 +63,7 @@ def main() -> None:
                 print(f"{row['recipe']:16} FAILED after {row['seconds']}s: {row['error']}")
             else:
                 verdict = "—" if row["met"] is None else ("ok" if row["met"] else "MISSED")
-                print(f"{row['recipe']:16} {row['steps']:>5} {row['seconds']:>6.0f}  "
+                print(f"{row['recipe']:16} {row['steps']:>5} {row['seconds']:>6.0f}  {row['metric']:6} "
                       f"{row['start']:.3f} ± {row['start_ci']:.3f} -> {row['end']:.3f} ± {row['end_ci']:.3f}  "
                       f"{row['gain']:+.3f}  >= {row['min_gain']} {verdict}", flush=True)
             if args.json:  # after every recipe, so an interrupted sweep keeps what it measured

@@ -177,8 +177,9 @@ def train(recipe: Path, preset: Optional[str] = PRESET, override: Optional[List[
         raise typer.Exit(130)
     ev = summary["eval"]
     if "start" in ev and "end" in ev and os.environ.get("RANK", "0") == "0":
-        console.print(f"pass@1 {ev['start']['pass@1']:.3f} -> {ev['end']['pass@1']:.3f} "
-                      f"(±{ev['end']['pass@1_ci']:.3f}); summary: {summary['run_dir']}/summary.json")
+        shown = [m for m in ("pass@1", "srcc", "plcc") if m in ev["end"] and m in ev["start"]]
+        console.print("; ".join(f"{m} {ev['start'][m]:.3f} -> {ev['end'][m]:.3f} (±{ev['end'][m + '_ci']:.3f})"
+                                for m in shown) + f"; summary: {summary['run_dir']}/summary.json")
 
 
 @app.command("eval")

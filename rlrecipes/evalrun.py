@@ -15,7 +15,7 @@ import torch
 from . import checkpoint
 from .config import load_recipe
 from .errors import UserError
-from .evaluate import evaluate, mean_ci, summarize
+from .evaluate import CORPUS_INPUTS, evaluate, mean_ci, summarize
 from .model import load_policy, load_tokenizer, load_weights, resolve_path
 from .registry import get
 from .run import format_prompts
@@ -95,8 +95,13 @@ def run_eval_command(target: Path, checkpoint_name: str, preset, overrides, samp
         result["base"] = {**summarize(base_values), "samples": samples}
         result["gain"] = {}
         for name, vals in values.items():
+            if name in CORPUS_INPUTS:
+                continue
             mean, ci = mean_ci([a - b for a, b in zip(vals, base_values[name])])
             result["gain"][name], result["gain"][f"{name}_ci"] = mean, ci
+        for name in ("plcc", "srcc"):  # corpus metrics: the difference only, no paired interval
+            if name in result:
+                result["gain"][name] = result[name] - result["base"][name]
     if run_dir is not None:
         out = run_dir / "eval" / f"{checkpoint_name}.json"
         out.parent.mkdir(exist_ok=True)

@@ -8,6 +8,9 @@
   with no extractable answer do not vote; no vote at all counts as wrong.
 - Intervals: 95% normal intervals over problems, mean ± 1.96 * sample std / sqrt(P); for a
   comparison, the same interval on the per-problem paired differences.
+- plcc / srcc (regression tasks): Pearson and Spearman correlation between each problem's
+  predicted score and its label over the problems whose samples gave a score; the interval is
+  half the width of a seeded 1,000-resample bootstrap's 2.5-97.5 percentile range.
 """
 from __future__ import annotations
 
@@ -65,12 +68,53 @@ def per_problem(correct_PN, answers_PN, golds_P, ks, judge) -> dict[str, list[fl
     return out
 
 
+CORPUS_INPUTS = ("pred", "label")  # per-problem values that feed corpus metrics, not means
+
+
+def pearson(x: torch.Tensor, y: torch.Tensor) -> float:
+    x, y = x - x.mean(), y - y.mean()
+    den = (x.pow(2).sum() * y.pow(2).sum()).sqrt()
+    return (x * y).sum().item() / den.item() if den > 0 else math.nan
+
+
+def ranks(x: torch.Tensor) -> torch.Tensor:
+    """1-based ranks with ties averaged (as scipy.stats.rankdata)."""
+    order = x.argsort()
+    r = torch.empty_like(x)
+    r[order] = torch.arange(1, len(x) + 1, dtype=x.dtype)
+    for value in x.unique():
+        tied = x == value
+        r[tied] = r[tied].mean()
+    return r
+
+
+def correlations(pred: list[float], label: list[float], resamples: int = 1000) -> dict:
+    """plcc and srcc with bootstrap intervals, over the problems with a finite prediction."""
+    p, g = torch.tensor(pred, dtype=torch.float64), torch.tensor(label, dtype=torch.float64)
+    keep = torch.isfinite(p)
+    p, g = p[keep], g[keep]
+    out = {"scored_frac": keep.double().mean().item()}
+    metrics = {"plcc": lambda a, b: pearson(a, b), "srcc": lambda a, b: pearson(ranks(a), ranks(b))}
+    gen = torch.Generator().manual_seed(0)
+    draws = [torch.randint(len(p), (len(p),), generator=gen) for _ in range(resamples)] if len(p) > 2 else []
+    for name, fn in metrics.items():
+        out[name] = fn(p, g) if len(p) > 2 else math.nan
+        boot = torch.tensor([fn(p[i], g[i]) for i in draws], dtype=torch.float64)
+        boot = boot[torch.isfinite(boot)]
+        out[f"{name}_ci"] = ((boot.quantile(0.975) - boot.quantile(0.025)).item() / 2) if len(boot) else math.nan
+    return out
+
+
 def summarize(values: dict[str, list[float]]) -> dict:
-    """{metric: mean, metric_ci: half-width} from per-problem values."""
+    """{metric: mean, metric_ci: half-width} from per-problem values (plus plcc/srcc when the
+    values carry predicted scores and labels)."""
     first = next(iter(values.values()))
     out = {"problems": len(first)}
     for name, vals in values.items():
-        out[name], out[f"{name}_ci"] = mean_ci(vals)
+        if name not in CORPUS_INPUTS:
+            out[name], out[f"{name}_ci"] = mean_ci(vals)
+    if all(k in values for k in CORPUS_INPUTS):
+        out.update(correlations(values["pred"], values["label"]))
     return out
 
 
@@ -88,4 +132,8 @@ def evaluate(model, tokenizer, task, rows, prompts, samples: int, gen, device, k
             texts = rollout.texts[i * samples:(i + 1) * samples]
             correct.append([task.score(t, row) for t in texts])
             answers.append([task.extract(t) for t in texts])
-    return per_problem(correct, answers, rows, list(ks), task.check)
+    values = per_problem(correct, answers, rows, list(ks), task.check)
+    if task.regression:
+        values["pred"] = [task.predicted(ans) for ans in answers]
+        values["label"] = [task.label(row) for row in rows]
+    return values

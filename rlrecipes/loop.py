@@ -44,7 +44,7 @@ def run_eval(ctx, model, label: str) -> dict:
         values = {k: [v for part in parts for v in part[k]] for k in values}
     result = {**summarize(values), "samples": r.eval.samples}
     ctx.say(f"eval {label}: " + ", ".join(f"{k}={v:.3f}" for k, v in result.items()
-                                          if k.startswith(("pass@", "mean@")) and not k.endswith("_ci")))
+                                          if k.startswith(("pass@", "mean@", "plcc", "srcc")) and not k.endswith("_ci")))
     return result
 
 

@@ -33,6 +33,9 @@ class Task:
     """
     name = "task"
     required_fields = ("prompt", "answer")
+    # A regression task (scores, not right/wrong) also defines `label(row) -> float` and
+    # `predicted(answers) -> float`; eval then adds PLCC and SRCC over the problems.
+    regression = False
 
     def synthetic(self, split: str, n: int, seed: int) -> list[dict]:
         raise NotImplementedError(f"task {self.name!r} has no synthetic data; set data.source")

@@ -9,6 +9,7 @@ import yaml
 
 from rlrecipes.catalog import flatten
 from rlrecipes.config import load_recipe, to_dict
+from rlrecipes.registry import get
 from rlrecipes.run import train
 
 from ..conftest import FAST, RECIPES
@@ -27,7 +28,9 @@ def test_recipe_validates_and_cites_real_fields(path):
     recipe = load_recipe(path)
     assert recipe.name == path.stem
     assert recipe.paper.arxiv and recipe.paper.title
-    assert recipe.expect.tiny.get("metric") == "pass@1" and recipe.expect.tiny.get("min_gain") is not None
+    assert recipe.expect.tiny.get("metric") in ("pass@1", "srcc", "plcc") and recipe.expect.tiny.get("min_gain") is not None
+    if recipe.expect.tiny["metric"] != "pass@1":  # correlation metrics need a regression task
+        assert get("task", recipe.data.task).regression
     fields = flatten(to_dict(recipe))
     for key in recipe.sources:  # a source must name a field (or a section) the recipe has
         assert key in fields or any(f.startswith(key + ".") for f in fields) or key in raw, key
