@@ -17,7 +17,7 @@ from pydantic import BaseModel, ValidationError
 from .errors import UserError, did_you_mean
 from .schema import (  # noqa: F401  (the models stay importable from here)
     Algorithm, Checkpoint, Component, DataConfig, Eval, Expect, Fidelity, Generation, KLConfig, LoraConfig,
-    LossSpec, ModelConfig, Paper, Recipe, Reward, Stage, Strict, TinyConfig, Train,
+    LossSpec, ModelConfig, Paper, Recipe, Reward, Stage, Strict, TinyConfig, ToolUse, Train,
 )
 
 

@@ -18,6 +18,7 @@ from .errors import UserError
 from .evaluate import CORPUS_INPUTS, evaluate, mean_ci, summarize
 from .model import load_policy, load_tokenizer, load_weights, resolve_path
 from .registry import get
+from .rollout.multiturn import make_generator
 from .run import format_prompts
 from .tasks import load_splits
 
@@ -79,10 +80,11 @@ def run_eval_command(target: Path, checkpoint_name: str, preset, overrides, samp
     if bad:
         raise UserError("--k", f"k={bad[0]} must be between 1 and --samples={samples}")
     gen = recipe.generation.model_copy(update={"temperature": recipe.eval.temperature or recipe.generation.temperature})
+    generator = make_generator(recipe, task)
 
     def judge(m) -> dict[str, list[float]]:
         torch.manual_seed(recipe.train.seed)  # the same sampling noise for both sides of a comparison
-        return evaluate(m, tokenizer, task, rows, prompts, samples, gen, device, ks)
+        return evaluate(m, tokenizer, task, rows, prompts, samples, gen, device, ks, generate_fn=generator)
 
     values = judge(model)
     result = {"checkpoint": checkpoint_name, "split": split, **summarize(values), "samples": samples}

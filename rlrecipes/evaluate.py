@@ -115,24 +115,31 @@ def summarize(values: dict[str, list[float]]) -> dict:
             out[name], out[f"{name}_ci"] = mean_ci(vals)
     if all(k in values for k in CORPUS_INPUTS):
         out.update(correlations(values["pred"], values["label"]))
+    if "tool_calls" in values:  # tool productivity (OTC-PO): correct answers per tool call
+        calls = sum(values["tool_calls"])
+        out["tool_productivity"] = sum(values["mean@n"]) / calls if calls else math.nan
     return out
 
 
 @torch.no_grad()
 def evaluate(model, tokenizer, task, rows, prompts, samples: int, gen, device, ks=(1,),
-             batch_size: int = 256) -> dict[str, list[float]]:
+             batch_size: int = 256, generate_fn=generate) -> dict[str, list[float]]:
     """Judge `samples` completions of each row with `task.score`; returns the per-problem values
-    of every metric (`summarize` turns them into means and intervals; comparisons pair them)."""
-    correct, answers = [], []
+    of every metric (`summarize` turns them into means and intervals; comparisons pair them).
+    Per-sequence stats of the generator (tool calls...) become per-problem means too."""
+    correct, answers, stats = [], [], {}
     per_call = max(1, batch_size // samples)
     for start in range(0, len(rows), per_call):
         chunk_rows, chunk_prompts = rows[start:start + per_call], prompts[start:start + per_call]
-        rollout = generate(model, tokenizer, chunk_prompts, gen, device, repeat=samples)
+        rollout = generate_fn(model, tokenizer, chunk_prompts, gen, device, repeat=samples)
         for i, row in enumerate(chunk_rows):
             texts = rollout.texts[i * samples:(i + 1) * samples]
             correct.append([task.score(t, row) for t in texts])
             answers.append([task.extract(t) for t in texts])
+        for name, v in rollout.stats.items():
+            stats.setdefault(name, []).extend(v.float().view(-1, samples).mean(1).tolist())
     values = per_problem(correct, answers, rows, list(ks), task.check)
+    values.update({f"tool_{name}": v for name, v in stats.items()})
     if task.regression:
         values["pred"] = [task.predicted(ans) for ans in answers]
         values["label"] = [task.label(row) for row in rows]

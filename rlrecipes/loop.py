@@ -16,7 +16,6 @@ from . import checkpoint
 from .evaluate import evaluate, summarize
 from .model import Reference, load_policy, save_pretrained
 from .progress import StepProgress
-from .rollout.generate import generate
 from .trainer import Components, lr_lambda, rl_step
 
 
@@ -37,7 +36,7 @@ def run_eval(ctx, model, label: str) -> dict:
     mine = slice(acc.process_index, None, acc.num_processes)
     gen = r.generation.model_copy(update={"temperature": r.eval.temperature or r.generation.temperature})
     values = evaluate(acc.unwrap_model(model), ctx.tokenizer, ctx.task, rows[mine], prompts[mine],
-                      r.eval.samples, gen, acc.device, r.eval.k)
+                      r.eval.samples, gen, acc.device, r.eval.k, generate_fn=ctx.generator)
     if acc.num_processes > 1:
         from accelerate.utils import gather_object
         parts = gather_object([values])
@@ -90,8 +89,8 @@ def setup_rl(ctx, base_path: str):
     ctx.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(r.train))
     ctx.model, ctx.optimizer = acc.prepare(model, optimizer)
     ctx.reference = Reference(acc.unwrap_model(ctx.model), r.model.adapter) if ctx.comp.needs_ref else None
-    ctx.generate = lambda prompts, repeat: generate(acc.unwrap_model(ctx.model), ctx.tokenizer, prompts,
-                                                    r.generation, acc.device, repeat)
+    ctx.generate = lambda prompts, repeat: ctx.generator(acc.unwrap_model(ctx.model), ctx.tokenizer, prompts,
+                                                         r.generation, acc.device, repeat)
 
 
 def save_checkpoint(ctx, step: int, state: dict) -> Path:

@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 from .errors import UserError, did_you_mean
 
-KINDS = ("reward", "advantage", "loss", "aggregation", "regularizer", "sampler", "task", "transform")
+KINDS = ("reward", "advantage", "loss", "aggregation", "regularizer", "sampler", "task", "transform", "tool")
 _REGISTRY: dict[str, dict[str, Any]] = {kind: {} for kind in KINDS}
 
 

@@ -22,6 +22,7 @@ from .config import to_dict
 from .errors import UserError
 from .model import load_tokenizer, resolve_path
 from .progress import StepProgress
+from .rollout.multiturn import make_generator
 from .registry import get
 from .rewards.combine import RewardFn, check_columns
 from .sft import run_sft
@@ -120,7 +121,8 @@ def train(recipe, output_dir: str | None = None, say=print, resume: str | None =
                           run_dir=run_dir, train_rows=train_rows, test_rows=test_rows, reward_fns=reward_fns,
                           train_prompts=format_prompts(tokenizer, [task.prompt(r) for r in train_rows], chat),
                           test_prompts=format_prompts(tokenizer, [task.prompt(r) for r in test_rows], chat),
-                          format=lambda texts: format_prompts(tokenizer, texts, chat))
+                          format=lambda texts: format_prompts(tokenizer, texts, chat),
+                          generator=make_generator(recipe, task))
     say(f"run directory: {run_dir}" + (f" (resuming from {resume_from.name})" if resume_from else ""))
     for stage in recipe.stages:
         if stage.kind == "sft":

@@ -126,12 +126,21 @@ class Train(Strict):
     max_skipped_steps: int = Field(3, gt=0)   # stop after this many consecutive non-finite steps
 
 
+class ToolUse(Strict):
+    """Multi-turn rollouts: `tool` answers each call between the `call` tags, inside `result`."""
+    tool: Component
+    max_turns: int = Field(4, gt=0)
+    call: tuple[str, str] = ("<search>", "</search>")
+    result: tuple[str, str] = ("<information>", "</information>")
+
+
 class Generation(Strict):
-    max_new_tokens: int = Field(256, gt=0)
+    max_new_tokens: int = Field(256, gt=0)   # with tools: the whole trajectory, observations included
     temperature: float = Field(1.0, gt=0)
     top_p: float = Field(1.0, gt=0, le=1)
     top_k: int = Field(0, ge=0)
     min_new_tokens: int = Field(0, ge=0)
+    tools: ToolUse | None = None
 
 
 class Eval(Strict):

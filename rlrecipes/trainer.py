@@ -84,7 +84,7 @@ def rl_step(ctx, step: int) -> dict:
     rewards_BG = all_N.view(-1, G)
     # A completion that no reward applied to (all None) takes its group's mean: advantage ~0.
     rewards_BG = torch.where(torch.isnan(rewards_BG), rewards_BG.nanmean(1, keepdim=True), rewards_BG)
-    mask_NT = rollout.completion_mask_NT
+    mask_NT = rollout.loss_mask()
     available = {"rewards_BGK": all_K.view(-1, G, all_K.shape[-1]), "group_size": G, "step": step,
                  "reward_weights_K": torch.tensor([f.weight for f in ctx.reward_fns]),
                  "lengths_BG": gather(mask_NT.sum(1).float()).view(-1, G),
@@ -104,6 +104,7 @@ def rl_step(ctx, step: int) -> dict:
         **{f"reward/{f.name}": all_K[:, k].nanmean().item() for k, f in enumerate(ctx.reward_fns)},
         "completion_len": mask_NT.sum(1).float().mean().item(),
         "truncated_frac": rollout.truncated_N.float().mean().item(),
+        **{f"tool/{k}": v.float().mean().item() for k, v in rollout.stats.items()},
         "lr": ctx.scheduler.get_last_lr()[0], "step_time": time.perf_counter() - t0,
         "gen_tokens_per_s": mask_NT.sum().item() / gen_time})
     if torch.cuda.is_available():
@@ -186,7 +187,7 @@ def update(ctx, rollout, adv_N, reward_N, step: int, old_NT=None) -> dict:
         ref_model, ref_ctx = ctx.reference.context(unwrapped)
         with ref_ctx:
             ref_NT = _fixed_logprobs(ctx, ref_model, rollout, all_micro)
-    mask_NT = rollout.completion_mask_NT.float()
+    mask_NT = rollout.loss_mask().float()
     max_len = r.generation.max_new_tokens
     sums: dict[str, float] = {}
     n_updates = skipped = 0

@@ -36,6 +36,11 @@ def check_components(recipe) -> None:
             raise UserError("algorithm.sampler.fn", f"sampler {alg.sampler.fn!r} reads the per-prompt values "
                             f"of a tracking advantage estimator, and {alg.advantage.fn!r} keeps none",
                             "use advantage spo")
+    tools = recipe.generation.tools
+    if tools is not None:
+        check_params("tool", tools.tool.fn, tools.tool.params, "generation.tools.tool", provided=("task",))
+        if recipe.generation.min_new_tokens:
+            raise UserError("generation.min_new_tokens", "tool rollouts stop at every call; min_new_tokens must be 0")
     for i, stage in enumerate(recipe.stages):
         if stage.transform is not None:
             if stage.kind != "sft":

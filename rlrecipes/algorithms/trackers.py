@@ -128,7 +128,7 @@ class SPO:
             lp_then = torch.stack([torch.nn.functional.pad(self.stored[info.row_ids[k]][1],
                                                            (0, T - len(self.stored[info.row_ids[k]][1])))
                                    for k in seen])
-            mask = then.completion_mask_NT.float()
+            mask = then.loss_mask().float()
             D[seen] = ((lp_then - lp_now).abs() * mask).sum(1) / mask.sum(1).clamp(min=1)
         cpu = current.to("cpu")
         for k, i in enumerate(info.row_ids):

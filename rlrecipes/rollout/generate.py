@@ -5,22 +5,31 @@ and including the first EOS (TRL's convention); a completion with no EOS is `tru
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 
 @dataclass
 class Rollout:
+    """Token ids and masks of N completions. `completion_mask_NT` marks the tokens a completion
+    has (attention); `loss_mask_NT`, when set, marks the ones the policy generated, which the
+    loss, KL and statistics use (tool observations are in the first, not the second). `stats`
+    holds per-sequence counts a generator reports (tool calls, turns, observation tokens)."""
     prompt_ids_NP: torch.Tensor
     prompt_mask_NP: torch.Tensor
     completion_ids_NT: torch.Tensor
     completion_mask_NT: torch.Tensor
     texts: list[str]
     truncated_N: torch.Tensor
+    loss_mask_NT: torch.Tensor | None = None
+    stats: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.texts)
+
+    def loss_mask(self) -> torch.Tensor:
+        return self.completion_mask_NT if self.loss_mask_NT is None else self.loss_mask_NT
 
     def completion_ids(self) -> list[list[int]]:
         """Each completion's token ids up to and including its EOS (TRL's `completion_ids`)."""
@@ -29,14 +38,16 @@ class Rollout:
     def to(self, device) -> "Rollout":
         return Rollout(self.prompt_ids_NP.to(device), self.prompt_mask_NP.to(device),
                        self.completion_ids_NT.to(device), self.completion_mask_NT.to(device), self.texts,
-                       self.truncated_N.to(device))
+                       self.truncated_N.to(device), None if self.loss_mask_NT is None else self.loss_mask_NT.to(device),
+                       dict(self.stats))
 
     def select(self, idx) -> "Rollout":
         """The sub-rollout of sequences `idx` (a list or tensor of indices)."""
         idx = torch.as_tensor(idx, dtype=torch.long)
         return Rollout(self.prompt_ids_NP[idx], self.prompt_mask_NP[idx], self.completion_ids_NT[idx],
                        self.completion_mask_NT[idx], [self.texts[i] for i in idx.tolist()],
-                       self.truncated_N[idx])
+                       self.truncated_N[idx], None if self.loss_mask_NT is None else self.loss_mask_NT[idx],
+                       {k: v[idx.to(v.device)] for k, v in self.stats.items()})
 
 
 def _pad(x: torch.Tensor, width: int, value: int, left: bool) -> torch.Tensor:
@@ -58,16 +69,18 @@ def replace_rows(rollout: Rollout, dest: list[int], source: Rollout, src: list[i
     new = _padded(source, P, T, pad_id)
     texts, truncated = list(rollout.texts), rollout.truncated_N.clone()
     for d, s, keep in zip(dest, src, keep_prompt):
-        for which in ((2, 3) if keep else (0, 1, 2, 3)):
+        for which in ((2, 3, 4) if keep else (0, 1, 2, 3, 4)):
             out[which][d] = new[which][s]
         texts[d], truncated[d] = source.texts[s], source.truncated_N[s]
-    return Rollout(*out, texts, truncated)
+    return Rollout(*out[:4], texts, truncated, out[4])
 
 
 def _padded(rollout: Rollout, P: int, T: int, pad_id: int) -> list[torch.Tensor]:
-    """The four id/mask tensors, prompts left-padded to P and completions right-padded to T."""
+    """The id/mask tensors (prompt ids and mask, completion ids and mask, loss mask), prompts
+    left-padded to P and completions right-padded to T."""
     return [_pad(rollout.prompt_ids_NP, P, pad_id, True), _pad(rollout.prompt_mask_NP, P, 0, True),
-            _pad(rollout.completion_ids_NT, T, pad_id, False), _pad(rollout.completion_mask_NT, T, 0, False)]
+            _pad(rollout.completion_ids_NT, T, pad_id, False), _pad(rollout.completion_mask_NT, T, 0, False),
+            _pad(rollout.loss_mask(), T, 0, False)]
 
 
 def stack(rollouts: list[Rollout], pad_id: int) -> Rollout:
@@ -75,8 +88,9 @@ def stack(rollouts: list[Rollout], pad_id: int) -> Rollout:
     P = max(r.prompt_ids_NP.shape[1] for r in rollouts)
     T = max(r.completion_ids_NT.shape[1] for r in rollouts)
     parts = [_padded(r, P, T, pad_id) for r in rollouts]
-    tensors = [torch.cat([p[k] for p in parts]) for k in range(4)]
-    return Rollout(*tensors, [t for r in rollouts for t in r.texts], torch.cat([r.truncated_N for r in rollouts]))
+    tensors = [torch.cat([p[k] for p in parts]) for k in range(5)]
+    return Rollout(*tensors[:4], [t for r in rollouts for t in r.texts], torch.cat([r.truncated_N for r in rollouts]),
+                   tensors[4])
 
 
 def completion_mask(completion_ids_NT: torch.Tensor, eos_id: int) -> torch.Tensor:

@@ -1,0 +1,108 @@
+"""Multi-turn rollouts with a tool (Search-R1 protocol, arXiv 2503.09516; OTC-PO 2504.14870).
+
+Every sequence of the batch generates until it closes a tool call (`</search>` by default) or
+ends (EOS, token budget). The query between the call tags goes to the tool, its answer is
+appended as `<information>...</information>`, and generation continues from the whole context,
+all sequences still active in one batched `generate` per turn. At most `max_turns` results are
+given; a further call ends the sequence. Observation tokens are part of the context (attention)
+but not of the loss or the KL: `Rollout.loss_mask_NT` is 1 only on tokens the policy sampled.
+Per-sequence stats: `calls`, `turns` (generate rounds) and `obs_tokens`.
+"""
+from __future__ import annotations
+
+import torch
+
+from ..registry import get
+from .generate import Rollout, decode, generate
+
+
+def _left_pad(seqs: list[list[int]], pad: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(s) for s in seqs)
+    ids = torch.tensor([[pad] * (width - len(s)) + s for s in seqs], device=device)
+    mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in seqs], device=device)
+    return ids, mask
+
+
+def _turn(tokens: list[int], eos: int, pad: int, close: list[int]) -> list[int]:
+    """This turn's tokens: up to and including the first EOS or the first completed call tag."""
+    for k, t in enumerate(tokens):
+        if t == eos or tokens[max(0, k + 1 - len(close)):k + 1] == close:
+            return tokens[:k + 1]
+    while tokens and tokens[-1] == pad:
+        tokens = tokens[:-1]
+    return tokens
+
+
+class ToolRollouts:
+    """`generate`'s drop-in for recipes with `generation.tools`: (model, tokenizer, prompts, gen,
+    device, repeat) -> Rollout."""
+
+    def __init__(self, spec, task=None):
+        cls = get("tool", spec.tool.fn, "generation.tools.tool.fn")
+        self.tool = cls(task=task, **spec.tool.params)
+        self.max_turns, self.call, self.result = spec.max_turns, spec.call, spec.result
+
+    def run_tool(self, text: str) -> str:
+        query = text[text.rfind(self.call[0]) + len(self.call[0]):text.rfind(self.call[1])]
+        try:
+            answer = self.tool(query)
+        except Exception as exc:  # a tool bug is an observation, not a crash of the run
+            answer = f"error: {type(exc).__name__}: {exc}"
+        return f"{self.result[0]}{answer}{self.result[1]}"
+
+    @torch.no_grad()
+    def __call__(self, model, tokenizer, prompts: list[str], gen, device, repeat: int = 1) -> Rollout:
+        prompts = [p for p in prompts for _ in range(repeat)]
+        N, eos, pad = len(prompts), tokenizer.eos_token_id, tokenizer.pad_token_id
+        close = tokenizer(self.call[1], add_special_tokens=False)["input_ids"]
+        context = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+        resp, sampled = [[] for _ in range(N)], [[] for _ in range(N)]
+        calls, turns, obs_tokens, ended = [0] * N, [0] * N, [0] * N, [False] * N
+        active = list(range(N))
+        stop = {"eos_token_id": [eos, close[0]]} if len(close) == 1 else \
+            {"eos_token_id": eos, "stop_strings": [self.call[1]], "tokenizer": tokenizer}
+        was_training = model.training
+        model.eval()
+        while active:
+            budget = max(gen.max_new_tokens - len(resp[i]) for i in active)
+            ids, mask = _left_pad([context[i] + resp[i] for i in active], pad, device)
+            out = model.generate(input_ids=ids, attention_mask=mask, do_sample=True, temperature=gen.temperature,
+                                 top_p=gen.top_p, top_k=gen.top_k, max_new_tokens=budget, pad_token_id=pad, **stop)
+            new = out[:, ids.shape[1]:].tolist()
+            still = []
+            for row, i in enumerate(active):
+                toks = _turn(new[row], eos, pad, close)[:gen.max_new_tokens - len(resp[i])]
+                resp[i] += toks
+                sampled[i] += [1] * len(toks)
+                turns[i] += 1
+                if toks and toks[-1] == eos:
+                    ended[i] = True
+                    continue
+                if not toks or toks[-len(close):] != close or len(resp[i]) >= gen.max_new_tokens:
+                    continue   # budget spent
+                calls[i] += 1
+                if calls[i] > self.max_turns:
+                    continue   # no result past max_turns: the sequence ends here
+                text = tokenizer.decode(toks, skip_special_tokens=False)
+                obs = tokenizer(self.run_tool(text), add_special_tokens=False)["input_ids"]
+                obs = obs[:gen.max_new_tokens - len(resp[i])]
+                resp[i] += obs
+                sampled[i] += [0] * len(obs)
+                obs_tokens[i] += len(obs)
+                if len(resp[i]) < gen.max_new_tokens:
+                    still.append(i)
+            active = still
+        model.train(was_training)
+        T = max(1, max(len(r) for r in resp))
+        ids_NT = torch.tensor([r + [pad] * (T - len(r)) for r in resp], device=device)
+        mask_NT = torch.tensor([[1] * len(r) + [0] * (T - len(r)) for r in resp], device=device)
+        loss_NT = torch.tensor([s + [0] * (T - len(s)) for s in sampled], device=device)
+        prompt_ids, prompt_mask = _left_pad(context, pad, device)
+        stats = {"calls": torch.tensor(calls), "turns": torch.tensor(turns), "obs_tokens": torch.tensor(obs_tokens)}
+        return Rollout(prompt_ids, prompt_mask, ids_NT, mask_NT, decode(tokenizer, ids_NT, mask_NT),
+                       torch.tensor([not e for e in ended], device=device), loss_NT, stats)
+
+
+def make_generator(recipe, task=None):
+    """The recipe's generator: plain batched sampling, or tool rollouts with `generation.tools`."""
+    return ToolRollouts(recipe.generation.tools, task) if recipe.generation.tools else generate
