@@ -127,6 +127,8 @@ class Updated:
 
 
 def _after_update(ctx, mine: list[int], rollout, gather) -> dict:
+    if not ctx.comp.post_update:
+        return {}
     model, r = ctx.accelerator.unwrap_model(ctx.model), ctx.recipe
     info = Updated(mine, r.train.group_size, rollout, gather=gather, pad_id=ctx.tokenizer.pad_token_id,
                    logprobs=lambda ro: _fixed_logprobs(ctx, model, ro, micro_batches(r, len(ro))[1]))

@@ -1,7 +1,6 @@
 """Advantage estimators: `fn(rewards_BG, **params) -> adv_BG` (float32)."""
 from __future__ import annotations
 
-import math
 from typing import Literal
 
 import torch
@@ -210,6 +209,7 @@ class OBLR:
         g_i = torch.stack(micro_grads).double() * M   # each micro-batch's estimate of the gradient
         g = g_i.mean(0)
         noise = ((g_i - g) ** 2).sum(1).mean() / M
-        snr = (g.pow(2).sum() / noise).item() if noise > 0 else float("inf")
-        factor = 1.0 if math.isinf(snr) else snr / (1 + snr)
-        return factor, {"oblr/snr": snr, "oblr/lr_factor": factor}
+        if noise == 0:  # identical shares: no noise to scale for
+            return 1.0, {"oblr/lr_factor": 1.0}
+        snr = (g.pow(2).sum() / noise).item()
+        return snr / (1 + snr), {"oblr/snr": snr, "oblr/lr_factor": snr / (1 + snr)}

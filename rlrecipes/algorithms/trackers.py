@@ -33,8 +33,8 @@ class SPO:
     alpha0 = N0 (s + 0.5) / (n + 1), beta0 = N0 (n - s + 0.5) / (n + 1). `offline_values`: a JSON
     file {question: [scores]} as the reference's estimation script writes, used instead of
     sampling. A prompt with no offline value starts at alpha = beta = 0.5. Under several
-    processes each rank stores the responses it drew, so a prompt drawn by another rank than
-    last time counts as a first visit (D = 0)."""
+    processes every rank samples the offline values itself, and each rank stores the responses
+    it drew, so a prompt drawn by another rank than last time counts as a first visit (D = 0)."""
 
     def __init__(self, offline_n: int = 8, offline_values: str | None = None,
                  rho: Literal["kl", "constant"] = "kl", rho_value: float = 0.875, rho_min: float = 0.875,
