@@ -8,6 +8,7 @@ import torch
 from rlrecipes.algorithms.group_losses import gtpo_weights
 from rlrecipes.algorithms.kl import grpo_d_beta
 from rlrecipes.algorithms.losses import aggregate
+from rlrecipes.algorithms.regularizers import action_segments
 from rlrecipes.registry import get
 
 from .test_losses import _trl_loss
@@ -230,6 +231,26 @@ def test_llds_worked_example():
     assert term.abs().sum() == 0
     term, _ = get("regularizer", "llds")(torch.tensor([[-1.2, -0.9, -1.0]]), old, torch.tensor([-1.0]), mask)
     assert term.abs().sum() == 0
+
+
+def test_llds_action_gate_takes_each_action_between_tool_results():
+    # one response, two actions split by a 2-token tool result (mask 0): action 1 has
+    # logp - old = [-0.2, +0.1, 0] (sum -0.1: gated, penalty 0.2 on its first token); action 2
+    # has [+0.2, 0] (sum +0.2: not gated). The response as a whole rose (+0.1): the response
+    # gate penalises nothing, the action gate 0.1 * 0.2.
+    old = torch.full((1, 7), -1.0)
+    logp = torch.tensor([[-1.2, -0.9, -1.0, -1.0, -1.0, -0.8, -1.0]])
+    mask = torch.tensor([[1.0, 1.0, 1.0, 0.0, 0.0, 1.0, 1.0]])
+    llds = get("regularizer", "llds")
+    term, _ = llds(logp, old, torch.tensor([1.0]), mask, coef=0.1, gate="response")
+    assert term.abs().sum() == 0
+    term, m = llds(logp, old, torch.tensor([1.0]), mask, coef=0.1, gate="action")
+    assert torch.allclose(term, torch.tensor([[0.02, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]])) and m["llds_gated_frac"] == 1.0
+    # single-turn rollouts: one action, the two gates agree
+    single = torch.ones(1, 3)
+    a = llds(logp[:, :3], old[:, :3], torch.tensor([1.0]), single, gate="action")[0]
+    assert torch.equal(a, llds(logp[:, :3], old[:, :3], torch.tensor([1.0]), single, gate="response")[0])
+    assert action_segments(mask).tolist() == [[1, 1, 1, 0, 0, 2, 2]]
 
 
 def test_grpo_d_schedule():
