@@ -50,6 +50,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("recipes", nargs="*", help="recipe names (default: every recipe with a tiny preset)")
     p.add_argument("--json", type=Path, help="also write the rows here")
+    p.add_argument("--keep", type=Path, help="keep each run's directory under this folder (default: a temporary one)")
     args = p.parse_args()
     paths = [ROOT / "recipes" / f"{name}.yaml" for name in args.recipes] or sorted((ROOT / "recipes").glob("*.yaml"))
     paths = [p for p in paths if "tiny" in (yaml.safe_load(p.read_text()).get("presets") or {})]
@@ -57,7 +58,7 @@ def main() -> None:
     print(f"{'recipe':16} {'steps':>5} {'sec':>6}  {'metric':6} {'start':>14} -> {'end':>14}  {'gain':>6}  expect")
     with tempfile.TemporaryDirectory() as tmp:
         for path in paths:
-            row = run_one(path, Path(tmp))
+            row = run_one(path, args.keep or Path(tmp))
             rows.append(row)
             if "error" in row:
                 print(f"{row['recipe']:16} FAILED after {row['seconds']}s: {row['error']}")
