@@ -32,11 +32,13 @@ class ScriptedModel:
         return self
 
     def generate(self, input_ids, attention_mask, max_new_tokens, pad_token_id, eos_token_id, **kw):
+        stops = eos_token_id if isinstance(eos_token_id, list) else [eos_token_id]
         rows = []
         for ids, mask in zip(input_ids.tolist(), attention_mask.tolist()):
             context = TOK.decode([t for t, m in zip(ids, mask) if m], skip_special_tokens=False)
             new = TOK(self.script(context), add_special_tokens=False)["input_ids"] + [TOK.eos_token_id]
-            rows.append(ids + new[:max_new_tokens])
+            stop = next(k for k, t in enumerate(new) if t in stops)   # as HF: a stop token ends the row
+            rows.append(ids + new[:stop + 1][:max_new_tokens])
         width = max(len(r) for r in rows)
         return torch.tensor([r + [pad_token_id] * (width - len(r)) for r in rows])
 
@@ -68,6 +70,14 @@ def test_turns_run_the_tool_and_mask_its_tokens():
     assert loss.sum() == attn.sum() - 4 and r.stats["obs_tokens"][0] == 4
     # max_turns = 2: two results, the third call ends the sequence
     assert r.texts[2].count("<information>") == 2
+
+
+def test_turn_cut_when_the_pad_token_is_eos():
+    from rlrecipes.rollout.multiturn import _turn
+    ends_in_call = lambda toks: toks[-1:] == [7]   # noqa: E731  (7 closes a call)
+    assert _turn([5, 7, 1, 1], eos=1, pad=1, is_call=ends_in_call) == ([5, 7], False)   # padding after a call
+    assert _turn([5, 6, 1, 1], eos=1, pad=1, is_call=ends_in_call) == ([5, 6, 1], True)  # a real EOS
+    assert _turn([5, 7, 0, 0], eos=1, pad=0, is_call=ends_in_call) == ([5, 7], False)
 
 
 def test_token_budget_counts_observations():

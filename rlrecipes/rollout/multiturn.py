@@ -23,14 +23,15 @@ def _left_pad(seqs: list[list[int]], pad: int, device) -> tuple[torch.Tensor, to
     return ids, mask
 
 
-def _turn(tokens: list[int], eos: int, pad: int, close: list[int]) -> list[int]:
-    """This turn's tokens: up to and including the first EOS or the first completed call tag."""
-    for k, t in enumerate(tokens):
-        if t == eos or tokens[max(0, k + 1 - len(close)):k + 1] == close:
-            return tokens[:k + 1]
+def _turn(tokens: list[int], eos: int, pad: int, is_call) -> tuple[list[int], bool]:
+    """(this turn's tokens, whether it ended with EOS). `generate` pads a row that stopped at a
+    call tag; when the pad token is the EOS token, an EOS right after a call tag is padding."""
+    if eos in tokens:
+        head = tokens[:tokens.index(eos)]
+        return (head, False) if is_call(head) else (head + [eos], True)
     while tokens and tokens[-1] == pad:
         tokens = tokens[:-1]
-    return tokens
+    return tokens, False
 
 
 class ToolRollouts:
@@ -55,6 +56,7 @@ class ToolRollouts:
         prompts = [p for p in prompts for _ in range(repeat)]
         N, eos, pad = len(prompts), tokenizer.eos_token_id, tokenizer.pad_token_id
         close = tokenizer(self.call[1], add_special_tokens=False)["input_ids"]
+        is_call = lambda toks: tokenizer.decode(toks, skip_special_tokens=False).rstrip().endswith(self.call[1])  # noqa: E731
         context = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
         resp, sampled = [[] for _ in range(N)], [[] for _ in range(N)]
         calls, turns, obs_tokens, ended = [0] * N, [0] * N, [0] * N, [False] * N
@@ -71,15 +73,13 @@ class ToolRollouts:
             new = out[:, ids.shape[1]:].tolist()
             still = []
             for row, i in enumerate(active):
-                toks = _turn(new[row], eos, pad, close)[:gen.max_new_tokens - len(resp[i])]
+                toks, ended[i] = _turn(new[row], eos, pad, is_call)
+                toks = toks[:gen.max_new_tokens - len(resp[i])]
                 resp[i] += toks
                 sampled[i] += [1] * len(toks)
                 turns[i] += 1
-                if toks and toks[-1] == eos:
-                    ended[i] = True
-                    continue
-                if not toks or toks[-len(close):] != close or len(resp[i]) >= gen.max_new_tokens:
-                    continue   # budget spent
+                if ended[i] or not is_call(toks) or len(resp[i]) >= gen.max_new_tokens:
+                    continue   # finished, or the budget is spent
                 calls[i] += 1
                 if calls[i] > self.max_turns:
                     continue   # no result past max_turns: the sequence ends here
