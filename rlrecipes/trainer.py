@@ -51,6 +51,8 @@ class Components:
         self.post_update = [c for c in (self.advantage, self.sampler) if hasattr(c, "after_update")]
         # lr_scale(micro-batch gradients) -> (factor, metrics) before each optimizer step (OBLR-PO)
         self.lr_scalers = [c for c in (self.advantage, self.loss) if hasattr(c, "lr_scale")]
+        # replay_batch(rollout, adv_N, old_NT, reward_N, pad_id) -> the batch to train on (R2VPO)
+        self.replayers = [c for c in (self.loss,) if getattr(c, "replay", 0)]
 
     def stateful(self) -> dict:
         """Every component with `state_dict` (value trackers, samplers, KL controllers...): all
@@ -96,7 +98,16 @@ def rl_step(ctx, step: int) -> dict:
         available["seq_logp_BG"] = gather((old_NT * mask_NT).sum(1)).view(-1, G)
     adv_BG = call_with(comp.advantage, available, comp.adv_params, positional=(rewards_BG,))
     adv_N = adv_BG.reshape(P, len(mine) * G)[acc.process_index].to(acc.device)
-    metrics = update(ctx, rollout, adv_N, reward_N, step, old_NT)
+    batch = (rollout, adv_N, old_NT, reward_N)
+    if comp.replayers:  # kept batches join the fresh one, each with its behaviour log-probs
+        if old_NT is None:
+            old_NT = _fixed_logprobs(ctx, acc.unwrap_model(ctx.model), rollout, micro_batches(r, len(rollout))[1])
+        batch = (rollout, adv_N, old_NT, reward_N)
+        for c in comp.replayers:
+            batch = c.replay_batch(*batch, pad_id=ctx.tokenizer.pad_token_id)
+    metrics = update(ctx, batch[0], batch[1], batch[3], step, batch[2])
+    if comp.replayers:
+        metrics["replay/rows"] = len(batch[0]) - len(rollout)
     metrics.update(refined)
     metrics.update(_after_update(ctx, mine, rollout, gather))
     metrics.update({

@@ -207,7 +207,8 @@ def test_stateful_components_round_trip_through_a_checkpoint(tmp_path, monkeypat
 def test_r2vpo_dual_variable_is_checkpointed_state():
     from rlrecipes.trainer import Components
     comp = Components(load_recipe("recipes/r2vpo.yaml", "tiny"), num_rows=10)
-    assert "loss" in comp.stateful() and comp.stateful()["loss"].state_dict() == {"lambda": 0.0}
+    assert "loss" in comp.stateful() and comp.stateful()["loss"].state_dict() == {"lambda": 0.0, "buffer": []}
+    assert comp.replayers == [comp.loss] and comp.loss.replay == 1   # the tiny preset replays one batch
 
 
 def test_spo_resume_reproduces_the_uninterrupted_run(tmp_path):

@@ -13,6 +13,7 @@ from typing import Literal
 import torch
 
 from ..registry import register
+from ..rollout.generate import stack
 
 
 @register("loss", "ppo_clip")
@@ -142,10 +143,17 @@ class R2VPO:
     no clipping; L = -mean(rho A) + lambda (Var(rho) - delta) over the batch's valid tokens, with
     lambda updated by dual ascent lambda <- max(0, lambda + eta (Var - delta)) after each call.
     Per token the penalty is lambda ((rho_t - mean rho)^2 - delta), so use aggregation token_mean.
-    lambda is state: saved in checkpoints."""
 
-    def __init__(self, delta: float = 0.02, eta: float = 0.5, lambda_init: float = 0.0):
-        self.delta, self.eta, self.lam = delta, eta, lambda_init
+    `replay: K` keeps the last K batches (completions, behaviour log-probs, advantages) and
+    trains on them again next to each fresh batch: rho of a stale sample is taken against the
+    policy that generated it, and the ratio-variance term down-weights what has drifted (the
+    paper's replay of stale samples [recon]). lambda and the buffer are saved in checkpoints."""
+
+    def __init__(self, delta: float = 0.02, eta: float = 0.5, lambda_init: float = 0.0, replay: int = 0):
+        if replay < 0:
+            raise ValueError("replay must be >= 0")
+        self.delta, self.eta, self.lam, self.replay = delta, eta, lambda_init, replay
+        self.buffer: list[tuple] = []
 
     def __call__(self, logp_NT, old_logp_NT, adv_N, mask_NT):
         ratio_NT = torch.exp(logp_NT - old_logp_NT)
@@ -160,11 +168,30 @@ class R2VPO:
         self.lam = max(0.0, self.lam + self.eta * (var - self.delta))
         return loss_NT, metrics
 
+    def replay_batch(self, rollout, adv_N, old_NT, reward_N, pad_id: int):
+        """The fresh batch followed by the kept ones (padded to one width); keeps the fresh one."""
+        if not self.replay:
+            return rollout, adv_N, old_NT, reward_N
+        past = list(self.buffer)
+        fresh = rollout.to("cpu")
+        fresh.stats = {}
+        self.buffer = (self.buffer + [(fresh, adv_N.cpu(), old_NT.cpu(), reward_N.cpu())])[-self.replay:]
+        if not past:
+            return rollout, adv_N, old_NT, reward_N
+        dev = old_NT.device
+        joined = stack([rollout] + [p[0].to(dev) for p in past], pad_id)
+        T = joined.completion_ids_NT.shape[1]
+        old = torch.cat([torch.nn.functional.pad(o.to(dev), (0, T - o.shape[1])) for o in [old_NT] + [p[2] for p in past]])
+        adv = torch.cat([adv_N] + [p[1].to(adv_N.device) for p in past])
+        rewards = torch.cat([reward_N] + [p[3].to(reward_N.device) for p in past])
+        return joined, adv, old, rewards
+
     def state_dict(self) -> dict:
-        return {"lambda": self.lam}
+        return {"lambda": self.lam, "buffer": list(self.buffer)}
 
     def load_state_dict(self, state: dict) -> None:
         self.lam = state["lambda"]
+        self.buffer = list(state.get("buffer", []))
 
 
 @register("aggregation", "token_mean")

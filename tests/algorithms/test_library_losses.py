@@ -151,6 +151,30 @@ def test_r2vpo_worked_example_and_dual_ascent_state():
     assert fn2.lam == 0.0
 
 
+def test_r2vpo_replay_keeps_the_last_k_batches_with_their_behaviour_logprobs():
+    from rlrecipes.rollout.generate import Rollout
+
+    def batch(width, value):
+        ids = torch.full((2, width), value)
+        return (Rollout(torch.ones(2, 1, dtype=torch.long), torch.ones(2, 1, dtype=torch.long), ids,
+                        torch.ones(2, width, dtype=torch.long), ["x", "y"], torch.zeros(2, dtype=torch.bool)),
+                torch.full((2,), float(value)), torch.full((2, width), -float(value)), torch.full((2,), float(value)))
+
+    fn = get("loss", "r2vpo")(replay=2)
+    ro, adv, old, rew = fn.replay_batch(*batch(3, 1), pad_id=0)
+    assert len(ro) == 2                                   # nothing kept yet: the fresh batch alone
+    ro, adv, old, rew = fn.replay_batch(*batch(2, 2), pad_id=0)
+    assert adv.tolist() == [2, 2, 1, 1] and rew.tolist() == [2, 2, 1, 1]
+    assert ro.completion_ids_NT.tolist() == [[2, 2, 0], [2, 2, 0], [1, 1, 1], [1, 1, 1]]   # padded to one width
+    assert ro.completion_mask_NT[:2, 2].tolist() == [0, 0] and old[:2, 2].tolist() == [0, 0]
+    assert old[2:].tolist() == [[-1, -1, -1]] * 2         # the stale batch keeps its own behaviour log-probs
+    fn.replay_batch(*batch(2, 3), pad_id=0)
+    twin = get("loss", "r2vpo")(replay=2)
+    twin.load_state_dict(fn.state_dict())                  # buffer and lambda are checkpointed
+    ro, adv, _, _ = twin.replay_batch(*batch(2, 4), pad_id=0)
+    assert adv.tolist() == [4, 4, 2, 2, 3, 3]              # K = 2, oldest first: batch 1 has left
+
+
 def test_reg_grpo_worked_example():
     # spec (algorithms_b §8): rho = [.1, -.2, .05, 0], r = [1,0,1,0] -> L = 0.46330
     lp = torch.tensor([[0.1], [-0.2], [0.05], [0.0]])
