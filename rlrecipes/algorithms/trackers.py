@@ -157,7 +157,8 @@ class RiskPO:
         A_CVaR = -(q_d - X)+ / (a_d + eps)
         A = (w_mix A_CVaR + A_RVaR) / (w_mix + 1) / (std_bundle(X) + eps)
 
-    (unbiased std; one paper: std 1; w_mix = 0 gives pure RVaR). Every completion of a paper
+    (unbiased std; one paper: std 1; w_mix = 0 gives pure RVaR; a bundle whose papers all
+    score the same gets A = 0, where the reference's std + 1e-6 would blow up). Every completion of a paper
     gets A (`credit: uniform`), A / std of its question's rewards (`std`, an std below 1e-3
     counts as 1) or A x 0.5 if r > 0 else x 1.5 (`score`). All advantages are <= 0: only their
     differences matter. `quantiles: batch` takes each bundle's torch.quantile; `track` keeps 19
@@ -186,6 +187,10 @@ class RiskPO:
     def _paper_advantage(self, X: torch.Tensor, q_d: float, q_u: float) -> torch.Tensor:
         rvar = ((X - q_d).clamp(min=0) - (X - q_u).clamp(min=0) + q_d - q_u) / (self.a_u - self.a_d + self.eps)
         cvar = -(q_d - X).clamp(min=0) / (self.a_d + self.eps)
+        if X.numel() > 1 and bool((X == X[0]).all()):
+            # every paper scored the same: no relative signal. The reference divides by
+            # std + 1e-6 = 1e-6 here, which with tracked quantiles gives advantages near -1e6.
+            return torch.zeros_like(X)
         std = X.std() if X.numel() > 1 else torch.tensor(1.0)
         return (self.w_mix * cvar + rvar) / (self.w_mix + 1) / (std + self.eps)
 

@@ -156,6 +156,15 @@ def test_riskpo_tracker_starts_from_the_batch_and_moves_by_the_pinball_gradient(
     assert torch.equal(twin(r3), risk(r3))
 
 
+def test_riskpo_bundle_with_equal_papers_has_no_signal_even_with_tracked_quantiles():
+    risk = RiskPO(bundle_size=1)
+    risk(torch.tensor([[0.0, 1.0, 1.0, 0.0], [1.0, 1.0, 0.0, 0.0]]))   # tracked quantiles now set
+    assert risk.q is not None
+    adv = risk(torch.tensor([[0.0, 0.0, 0.0, 0.0], [1.0, 0.0, 1.0, 0.0]]))
+    assert torch.equal(adv[0], torch.zeros(4))     # not -(w CVaR + RVaR) / (0 + 1e-6)
+    assert adv[1].abs().max() < 100
+
+
 def test_riskpo_bundles_sum_questions_and_a_single_paper_has_no_signal():
     # two bundles of two questions; G = 1 -> one paper per bundle: q_d = q_u = X -> A = 0
     adv = RiskPO(bundle_size=2, quantiles="batch")(torch.tensor([[1.0], [0.0], [1.0], [1.0]]))
