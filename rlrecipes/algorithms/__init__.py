@@ -9,8 +9,9 @@ from . import advantages, capo, group_losses, kl, losses, pairwise, regularizers
 
 # What the loop can give advantage estimators, by parameter name (B prompts x G completions of
 # the whole step, gathered over ranks): combined rewards (positional) and per reward function,
-# the reward weights, group size, RL step, completion lengths in tokens, the training-row index
-# of each prompt as the sampler drew it, and (computed only for an estimator that names it) each
+# the reward weights, group size, RL step, completion lengths in sampled tokens, the training-row
+# index of each prompt as the sampler drew it (a refining sampler that swaps prompts, such as
+# dynamic_sampling, is not reflected), and (computed only for an estimator that names it) each
 # completion's summed log-prob under the behaviour policy.
 ADVANTAGE_INPUTS = ("rewards_BG", "rewards_BGK", "reward_weights_K", "group_size", "step", "lengths_BG",
                     "row_ids_B", "seq_logp_BG")
