@@ -94,7 +94,7 @@ def correlations(pred: list[float], label: list[float], resamples: int = 1000) -
     keep = torch.isfinite(p)
     p, g = p[keep], g[keep]
     out = {"scored_frac": keep.double().mean().item()}
-    metrics = {"plcc": lambda a, b: pearson(a, b), "srcc": lambda a, b: pearson(ranks(a), ranks(b))}
+    metrics = {"plcc": pearson, "srcc": lambda a, b: pearson(ranks(a), ranks(b))}
     gen = torch.Generator().manual_seed(0)
     draws = [torch.randint(len(p), (len(p),), generator=gen) for _ in range(resamples)] if len(p) > 2 else []
     for name, fn in metrics.items():

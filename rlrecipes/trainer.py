@@ -89,22 +89,21 @@ def rl_step(ctx, step: int) -> dict:
     mask_NT = rollout.loss_mask()
     available = {"rewards_BGK": all_K.view(-1, G, all_K.shape[-1]), "group_size": G, "step": step,
                  "reward_weights_K": torch.tensor([f.weight for f in ctx.reward_fns]),
-                 "lengths_BG": gather(mask_NT.sum(1).float()).view(-1, G),
                  "row_ids_B": torch.tensor([i for rank in range(P) for i in idx[rank::P]])}
-    old_NT = None
-    if "seq_logp_BG" in signature_params(comp.advantage).parameters:
-        # behaviour log-probs before any update; the update reuses them as old log-probs
-        old_NT = _fixed_logprobs(ctx, acc.unwrap_model(ctx.model), rollout, micro_batches(r, len(rollout))[1])
+    wants = signature_params(comp.advantage).parameters
+    if "lengths_BG" in wants:  # a collective: only when the estimator asks (the same on every rank)
+        available["lengths_BG"] = gather(mask_NT.sum(1).float()).view(-1, G)
+    # behaviour log-probs before any update, for an estimator that asks for them or to keep with a
+    # replayed batch; the update reuses them as old log-probs
+    needs_seq = "seq_logp_BG" in wants
+    old_NT = _policy_logprobs(ctx, rollout) if needs_seq or comp.replayers else None
+    if needs_seq:
         available["seq_logp_BG"] = gather((old_NT * mask_NT).sum(1)).view(-1, G)
     adv_BG = call_with(comp.advantage, available, comp.adv_params, positional=(rewards_BG,))
     adv_N = adv_BG.reshape(P, len(mine) * G)[acc.process_index].to(acc.device)
     batch = (rollout, adv_N, old_NT, reward_N)
-    if comp.replayers:  # kept batches join the fresh one, each with its behaviour log-probs
-        if old_NT is None:
-            old_NT = _fixed_logprobs(ctx, acc.unwrap_model(ctx.model), rollout, micro_batches(r, len(rollout))[1])
-        batch = (rollout, adv_N, old_NT, reward_N)
-        for c in comp.replayers:
-            batch = c.replay_batch(*batch, pad_id=ctx.tokenizer.pad_token_id)
+    for c in comp.replayers:  # kept batches join the fresh one, each with its behaviour log-probs
+        batch = c.replay_batch(*batch, pad_id=ctx.tokenizer.pad_token_id)
     metrics = update(ctx, batch[0], batch[1], batch[3], step, batch[2])
     if comp.replayers:
         metrics["replay/rows"] = len(batch[0]) - len(rollout)
@@ -140,9 +139,8 @@ class Updated:
 def _after_update(ctx, mine: list[int], rollout, gather) -> dict:
     if not ctx.comp.post_update:
         return {}
-    model, r = ctx.accelerator.unwrap_model(ctx.model), ctx.recipe
-    info = Updated(mine, r.train.group_size, rollout, gather=gather, pad_id=ctx.tokenizer.pad_token_id,
-                   logprobs=lambda ro: _fixed_logprobs(ctx, model, ro, micro_batches(r, len(ro))[1]))
+    info = Updated(mine, ctx.recipe.train.group_size, rollout, gather=gather, pad_id=ctx.tokenizer.pad_token_id,
+                   logprobs=lambda ro: _policy_logprobs(ctx, ro))
     metrics = {}
     for obj in ctx.comp.post_update:
         metrics.update(obj.after_update(info))
@@ -162,6 +160,13 @@ def _refine(ctx, step: int, rows: list[dict], rollout, rewards_NK):
     for obj in ctx.comp.refiners:
         obj.refine(batch)
     return batch.rollout, batch.rewards_NK, batch.metrics
+
+
+def _policy_logprobs(ctx, rollout):
+    """Per-token log-probs of `rollout` under the current policy (no grad), in the recipe's
+    micro-batches."""
+    model = ctx.accelerator.unwrap_model(ctx.model)
+    return _fixed_logprobs(ctx, model, rollout, micro_batches(ctx.recipe, len(rollout))[1])
 
 
 @torch.no_grad()

@@ -13,7 +13,7 @@ from typing import Literal
 import torch
 
 from ..registry import register
-from ..rollout.generate import stack
+from ..rollout.generate import pad_to, stack
 
 
 @register("loss", "ppo_clip")
@@ -181,7 +181,7 @@ class R2VPO:
         dev = old_NT.device
         joined = stack([rollout] + [p[0].to(dev) for p in past], pad_id)
         T = joined.completion_ids_NT.shape[1]
-        old = torch.cat([torch.nn.functional.pad(o.to(dev), (0, T - o.shape[1])) for o in [old_NT] + [p[2] for p in past]])
+        old = torch.cat([pad_to(o.to(dev), T, 0, left=False) for o in [old_NT] + [p[2] for p in past]])
         adv = torch.cat([adv_N] + [p[1].to(adv_N.device) for p in past])
         rewards = torch.cat([reward_N] + [p[3].to(reward_N.device) for p in past])
         return joined, adv, old, rewards

@@ -9,7 +9,7 @@ from typing import Literal
 import torch
 
 from ..registry import register
-from ..rollout.generate import stack
+from ..rollout.generate import pad_to, stack
 
 
 @register("advantage", "spo")
@@ -122,12 +122,10 @@ class SPO:
         D = torch.zeros(len(info.row_ids))
         seen = [k for k, i in enumerate(info.row_ids) if i in self.stored]
         if seen:
-            then = stack([self.stored[info.row_ids[k]][0] for k in seen], info.pad_id)
+            kept = [self.stored[info.row_ids[k]] for k in seen]
+            then = stack([rollout for rollout, _ in kept], info.pad_id)
             lp_now = info.logprobs(then.to(device)).cpu()
-            T = lp_now.shape[1]
-            lp_then = torch.stack([torch.nn.functional.pad(self.stored[info.row_ids[k]][1],
-                                                           (0, T - len(self.stored[info.row_ids[k]][1])))
-                                   for k in seen])
+            lp_then = torch.cat([pad_to(lp.unsqueeze(0), lp_now.shape[1], 0, left=False) for _, lp in kept])
             mask = then.loss_mask().float()
             D[seen] = ((lp_then - lp_now).abs() * mask).sum(1) / mask.sum(1).clamp(min=1)
         cpu = current.to("cpu")

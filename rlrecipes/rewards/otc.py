@@ -6,7 +6,7 @@ import math
 from typing import Literal
 
 from ..registry import register
-from ..tasks.base import extract_answer, same_answer
+from .math import accuracy
 
 
 def otc_tool_factor(m: int, n: int, c: float = 1.0) -> float:
@@ -26,12 +26,13 @@ def otc(prompts, completions, answer, group_size: int, variant: Literal["grpo", 
     r_correct = the `accuracy` check. OTC-GRPO: n = the fewest calls among the group's correct
     completions (a group with none correct scores 0 anyway). OTC-PPO: no group, n = 0. The
     historical minimum per question that the paper mentions [unverified] is not kept."""
-    correct = [float(same_answer(extract_answer(t), a)) for t, a in zip(completions, answer)]
+    correct = accuracy(prompts, completions, answer)
     calls = [t.count(call_tag) for t in completions]
     G = group_size if variant == "grpo" else 1
     out = []
     for s in range(0, len(completions), G):
-        right = [calls[k] for k in range(s, min(s + G, len(completions))) if correct[k]]
+        group = range(s, min(s + G, len(completions)))
+        right = [calls[k] for k in group if correct[k]]
         n = min(right) if variant == "grpo" and right else 0
-        out += [alpha * otc_tool_factor(calls[k], n, c) * correct[k] for k in range(s, min(s + G, len(completions)))]
+        out += [alpha * otc_tool_factor(calls[k], n, c) * correct[k] for k in group]
     return out

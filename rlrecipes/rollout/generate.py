@@ -50,7 +50,8 @@ class Rollout:
                        {k: v[idx.to(v.device)] for k, v in self.stats.items()})
 
 
-def _pad(x: torch.Tensor, width: int, value: int, left: bool) -> torch.Tensor:
+def pad_to(x: torch.Tensor, width: int, value: int, left: bool) -> torch.Tensor:
+    """[N, T] -> [N, width], filled with `value` on the left or the right (never cut)."""
     extra = width - x.shape[1]
     if extra <= 0:
         return x
@@ -78,9 +79,9 @@ def replace_rows(rollout: Rollout, dest: list[int], source: Rollout, src: list[i
 def _padded(rollout: Rollout, P: int, T: int, pad_id: int) -> list[torch.Tensor]:
     """The id/mask tensors (prompt ids and mask, completion ids and mask, loss mask), prompts
     left-padded to P and completions right-padded to T."""
-    return [_pad(rollout.prompt_ids_NP, P, pad_id, True), _pad(rollout.prompt_mask_NP, P, 0, True),
-            _pad(rollout.completion_ids_NT, T, pad_id, False), _pad(rollout.completion_mask_NT, T, 0, False),
-            _pad(rollout.loss_mask(), T, 0, False)]
+    return [pad_to(rollout.prompt_ids_NP, P, pad_id, True), pad_to(rollout.prompt_mask_NP, P, 0, True),
+            pad_to(rollout.completion_ids_NT, T, pad_id, False), pad_to(rollout.completion_mask_NT, T, 0, False),
+            pad_to(rollout.loss_mask(), T, 0, False)]
 
 
 def stack(rollouts: list[Rollout], pad_id: int) -> Rollout:

@@ -37,6 +37,11 @@ class Batch:
     metrics: dict = field(default_factory=dict)
     note: Callable = lambda text: None                       # progress text for long work
 
+    def draw(self, idx: list[int], repeat: int) -> tuple[list[dict], list[str]]:
+        """(rows, formatted prompts) of training rows `idx`, each `repeat` times in a row."""
+        return ([self.train_rows[i] for i in idx for _ in range(repeat)],
+                [self.train_prompts[i] for i in idx for _ in range(repeat)])
+
     def replace(self, dest: list[int], source: Rollout, src: list[int], source_NK: torch.Tensor,
                 keep_prompt: list[bool] | None = None) -> None:
         """Rows dest[i] of the rollout and rewards become rows src[i] of `source` / `source_NK`
@@ -124,8 +129,7 @@ class DynamicSampling(Uniform):
             rounds += 1
             g_ = torch.Generator().manual_seed(hash((self.seed, batch.step, rounds, batch.rank)) % 2**63)
             idx = torch.randint(self.num_rows, (len(empty),), generator=g_).tolist()
-            rows = [batch.train_rows[i] for i in idx for _ in range(G)]
-            prompts = [batch.train_prompts[i] for i in idx for _ in range(G)]
+            rows, prompts = batch.draw(idx, G)
             fresh = batch.generate(prompts)
             fresh_NK = batch.score(prompts, fresh, rows)
             fresh_G = self._per_group(batch, fresh_NK)
@@ -202,8 +206,7 @@ def score_pool(batch: Batch, pool: list[int], n: int, threshold: float) -> torch
     passing when its weighted total reward exceeds `threshold`. Generated in chunks no larger
     than a training step's generation, which is known to fit."""
     from ..rewards.combine import combine
-    rows = [batch.train_rows[i] for i in pool for _ in range(n)]
-    prompts = [batch.train_prompts[i] for i in pool for _ in range(n)]
+    rows, prompts = batch.draw(pool, n)
     chunk = max(len(batch.rows), n)
     passed = []
     for i in range(0, len(prompts), chunk):

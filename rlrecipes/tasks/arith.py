@@ -11,16 +11,7 @@ from __future__ import annotations
 import random
 
 from ..registry import register
-from .base import Task
-
-
-def _disjoint(shuffled: list, n_test: int, split: str, n: int, seed: int) -> list:
-    """From a seeded shuffle: the test split is (up to n of) its first n_test items; the train
-    split is n seeded draws from the rest."""
-    if split == "test":
-        return shuffled[:min(n, n_test)]
-    rng, train = random.Random(seed), shuffled[n_test:]
-    return [train[rng.randrange(len(train))] for _ in range(n)]
+from .base import Task, disjoint_split
 
 
 @register("task", "arith")
@@ -50,7 +41,7 @@ class Arith(Task):
                              f"(max_operand {self.max_operand} gives {space})")
         keep = (lambda pair: min(pair) > 0) if self.trivial_frac else (lambda pair: True)  # noqa: E731
         if space <= 250_000:
-            return _disjoint([pair for pair in self._pairs() if keep(pair)], test_size, split, n, seed)
+            return disjoint_split([pair for pair in self._pairs() if keep(pair)], test_size, split, n, seed)
         draw = lambda r: (r.randint(0, self.max_operand), r.randint(0, self.max_operand))  # noqa: E731
         rng, test = random.Random(self.seed), {}
         while len(test) < test_size:
@@ -72,7 +63,7 @@ class Arith(Task):
         random.Random(self.seed + 1).shuffle(pairs)
         if n_test >= len(pairs):
             raise ValueError(f"{n_test} trivial test problems leave none to train on; lower trivial_frac")
-        return _disjoint(pairs, n_test, split, n, seed + 1)
+        return disjoint_split(pairs, n_test, split, n, seed + 1)
 
     def synthetic(self, split: str, n: int, seed: int, test_size: int = 200) -> list[dict]:
         """Rows of `split`; with `trivial_frac`, that share are zero-operand sums (TON's mix of

@@ -1,6 +1,7 @@
 """The task interface every registered task implements."""
 from __future__ import annotations
 
+import random
 import re
 
 ANSWER_RE = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
@@ -23,6 +24,15 @@ def same_answer(pred: str | None, gold) -> bool:
         return abs(a - b) <= 1e-6 * max(1.0, abs(b))
     except ValueError:
         return pred == gold
+
+
+def disjoint_split(shuffled: list, n_test: int, split: str, n: int, seed: int) -> list:
+    """From a seeded shuffle: the test split is (up to n of) its first n_test items; the train
+    split is n seeded draws from the rest."""
+    if split == "test":
+        return shuffled[:min(n, n_test)]
+    rng, train = random.Random(seed), shuffled[n_test:]
+    return [train[rng.randrange(len(train))] for _ in range(n)]
 
 
 class Task:

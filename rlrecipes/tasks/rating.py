@@ -16,8 +16,7 @@ import math
 import random
 
 from ..registry import register
-from .arith import _disjoint
-from .base import ANSWER_RE, NUMBER_RE, Task
+from .base import ANSWER_RE, NUMBER_RE, Task, disjoint_split
 
 
 def parse_score(completion: str) -> float | None:
@@ -47,7 +46,7 @@ class Rating(Task):
         if test_size >= len(items):
             raise ValueError(f"test_size {test_size} leaves no training items ({len(items)} in all)")
         return [{"prompt": f"rate {item}:", "answer": f"{self.quality(item):.2f}", "item": item}
-                for item in _disjoint(items, test_size, split, n, seed)]
+                for item in disjoint_split(items, test_size, split, n, seed)]
 
     def gold(self, row: dict) -> str:
         if "item" not in row:

@@ -14,8 +14,7 @@ import random
 import string
 
 from ..registry import register
-from .arith import _disjoint
-from .base import Task
+from .base import Task, disjoint_split
 
 
 @register("task", "tool_arith")
@@ -46,7 +45,7 @@ class ToolArith(Task):
             items = self._items(kind)
             if k_test >= len(items):
                 raise ValueError(f"test_size leaves no {kind} training items ({len(items)} in all)")
-            for x, y in _disjoint(items, k_test, split, k, seed):
+            for x, y in disjoint_split(items, k_test, split, k, seed):
                 value = self.values[x] if kind == "hard" else int(x)
                 rows.append({"prompt": f"{x}+{y}=", "answer": str(value + y), "key": x, "difficulty": kind})
         rng = random.Random(seed + 7)
