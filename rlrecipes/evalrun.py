@@ -68,7 +68,7 @@ def run_eval_command(target: Path, checkpoint_name: str, preset, overrides, samp
     rows = rows[:limit] if limit else rows
     base_path = str(run_dir / "sft-model") if run_dir and (run_dir / "sft-model").is_dir() else resolve_path(recipe.model)
     tokenizer = load_tokenizer(recipe.model, base_path)
-    prompts = format_prompts(tokenizer, [task.prompt(r) for r in rows], recipe.model.chat_template)
+    prompts = format_prompts(tokenizer, [task.prompt(r) for r in rows], recipe.model.chat_template, rows)
     model_cfg = recipe.model if weights is None or (weights / "adapter_config.json").exists() \
         else recipe.model.model_copy(update={"adapter": "none"})
     model, _ = load_policy(model_cfg, device, base_path)

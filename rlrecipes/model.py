@@ -5,6 +5,9 @@
   lora (peft), qlora (bitsandbytes 4-bit NF4 base + LoRA; works on CPU too).
 - The reference policy of lora/qlora is the same model with the adapter disabled: no second copy.
 - dtype auto: bf16 on CUDA, fp32 on CPU. `trust_remote_code` only when the recipe sets it.
+- `model.vision`: an image-text-to-text model (Qwen2-VL family) with its image processor
+  attached to the tokenizer (`vision.processor_of`). The vision tower is frozen unless
+  `vision.train_tower`: LoRA skips it, QLoRA keeps it unquantised, a full fine-tune leaves it.
 """
 from __future__ import annotations
 
@@ -20,7 +23,7 @@ from .errors import UserError
 def resolve_path(cfg) -> str:
     if cfg.name_or_path == "tiny":
         from .tiny import tiny_path
-        return str(tiny_path(**cfg.tiny.model_dump()))
+        return str(tiny_path(vision=cfg.vision is not None, **cfg.tiny.model_dump()))
     return cfg.name_or_path
 
 
@@ -41,24 +44,33 @@ def load_tokenizer(cfg, path: str | None = None):
                         f"{str(exc).splitlines()[0]}", "a hub id needs the network; or give a local directory") from exc
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
+    if cfg.vision is not None:
+        from .vision import VisionProcessor
+        tok.vision = VisionProcessor.load(path, tok, cfg.vision, cfg.trust_remote_code)
     return tok
 
 
 def load_base(cfg, device: torch.device, path: str | None = None, quantize: bool = False):
-    """The plain causal LM from `path` (default: the recipe's model), optionally 4-bit NF4."""
-    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+    """The plain causal LM (or image-text-to-text model with `model.vision`) from `path`
+    (default: the recipe's model), optionally 4-bit NF4."""
+    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, BitsAndBytesConfig
+    from .vision import TOWER_NAMES
     path = path or resolve_path(cfg)
     dtype = _dtype(cfg, device)
     kwargs = dict(dtype=dtype, trust_remote_code=cfg.trust_remote_code, revision=cfg.revision)
+    auto = AutoModelForCausalLM if cfg.vision is None else AutoModelForImageTextToText
     if quantize:
+        # the vision tower stays in the compute dtype (as the Qwen2-VL QLoRA recipes do)
+        skip = {"llm_int8_skip_modules": ["lm_head", *(rf"(?:.*\.)?{t}" for t in TOWER_NAMES)]} \
+            if cfg.vision is not None else {}
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=dtype)
+            bnb_4bit_compute_dtype=dtype, **skip)
         # Always name the device: without a map, transformers puts a 4-bit model on CUDA
         # whenever one is present, even when the caller asked for the CPU.
         kwargs["device_map"] = {"": device}
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+        model = auto.from_pretrained(path, **kwargs)
     except (OSError, ValueError) as exc:
         raise UserError("model.name_or_path", f"cannot load model from {path!r}: "
                         f"{str(exc).splitlines()[0]}", "a hub id needs the network; or give a local directory") from exc
@@ -66,6 +78,9 @@ def load_base(cfg, device: torch.device, path: str | None = None, quantize: bool
         _keep_cpu_4bit_trainable(model)
     else:
         model.to(device)
+    if cfg.vision is not None and not cfg.vision.train_tower:
+        from .vision import tower
+        tower(model).requires_grad_(False)
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
@@ -90,8 +105,12 @@ def attach_adapter(model, cfg):
     if cfg.adapter == "qlora":
         model = prepare_model_for_kbit_training(
             model, use_gradient_checkpointing=cfg.gradient_checkpointing)
+    exclude = None
+    if cfg.vision is not None and not cfg.vision.train_tower:
+        from .vision import TOWER_NAMES
+        exclude = rf".*\b({'|'.join(TOWER_NAMES)})\..*"   # LoRA on the language model only
     lora = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
-                      target_modules=cfg.lora.target_modules, task_type="CAUSAL_LM")
+                      target_modules=cfg.lora.target_modules, task_type="CAUSAL_LM", exclude_modules=exclude)
     return get_peft_model(model, lora)
 
 
@@ -120,6 +139,8 @@ class Reference:
 def save_pretrained(model, tokenizer, path: Path) -> None:
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
+    if getattr(tokenizer, "vision", None) is not None:   # a VLM's image processor goes with it
+        tokenizer.vision.save_pretrained(path)
 
 
 def load_weights(model, path: Path) -> None:

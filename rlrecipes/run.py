@@ -27,16 +27,33 @@ from .registry import get
 from .rewards.combine import RewardFn, check_columns
 from .sft import run_sft
 from .tasks import load_splits
+from .vision import attach, chat_content, processor_of, row_images
 
 
-def format_prompts(tokenizer, texts: list[str], chat_template: bool) -> list[str]:
-    if not chat_template:
-        return texts
-    if getattr(tokenizer, "chat_template", None) is None:
-        raise UserError("model.chat_template", "the tokenizer has no chat template",
-                        "set model.chat_template: false, or use an instruct model's tokenizer")
-    return [tokenizer.apply_chat_template([{"role": "user", "content": t}], tokenize=False,
-                                          add_generation_prompt=True) for t in texts]
+def format_prompts(tokenizer, texts: list[str], chat_template: bool, rows: list[dict] | None = None) -> list[str]:
+    """Prompts from raw questions: the chat template when asked, and on a VLM the images of
+    `rows` (one per text) attached (`vision.ImagePrompt`)."""
+    vision = rows is not None and processor_of(tokenizer) is not None
+    if chat_template:
+        if getattr(tokenizer, "chat_template", None) is None:
+            raise UserError("model.chat_template", "the tokenizer has no chat template",
+                            "set model.chat_template: false, or use an instruct model's tokenizer")
+        n_images = [len(row_images(r)) for r in rows] if vision else [0] * len(texts)
+        texts = [tokenizer.apply_chat_template([{"role": "user", "content": chat_content(t, n) if n else t}],
+                                               tokenize=False, add_generation_prompt=True)
+                 for t, n in zip(texts, n_images)]
+    return attach(texts, rows) if vision else texts
+
+
+def check_modality(recipe, rows: list[dict]) -> None:
+    """Rows with images need a vision-language model; tool rollouts are text-only."""
+    if not rows or not row_images(rows[0]):
+        return
+    if recipe.model.vision is None:
+        raise UserError("model.vision", f"the {recipe.data.task!r} rows have images but the model is text-only",
+                        "set model.vision: {} with a vision-language model (Qwen2-VL family, or tiny)")
+    if recipe.generation.tools is not None:
+        raise UserError("generation.tools", "tool rollouts do not carry images yet", "drop generation.tools")
 
 
 def make_run_dir(recipe, output_dir: str | None, accelerator) -> Path:
@@ -114,14 +131,15 @@ def train(recipe, output_dir: str | None = None, say=print, resume: str | None =
     train_rows, test_rows = load_splits(recipe.data, task, recipe.train.seed)
     reward_fns = [RewardFn(spec, i) for i, spec in enumerate(recipe.rewards)]
     check_columns(reward_fns, train_rows[0])
+    check_modality(recipe, train_rows)
     base_path = resolve_path(recipe.model)
     tokenizer = load_tokenizer(recipe.model, base_path)
     chat = recipe.model.chat_template
     ctx = SimpleNamespace(recipe=recipe, accelerator=acc, task=task, tokenizer=tokenizer, say=say,
                           run_dir=run_dir, train_rows=train_rows, test_rows=test_rows, reward_fns=reward_fns,
-                          train_prompts=format_prompts(tokenizer, [task.prompt(r) for r in train_rows], chat),
-                          test_prompts=format_prompts(tokenizer, [task.prompt(r) for r in test_rows], chat),
-                          format=lambda texts: format_prompts(tokenizer, texts, chat),
+                          train_prompts=format_prompts(tokenizer, [task.prompt(r) for r in train_rows], chat, train_rows),
+                          test_prompts=format_prompts(tokenizer, [task.prompt(r) for r in test_rows], chat, test_rows),
+                          format=lambda texts, rows=None: format_prompts(tokenizer, texts, chat, rows),
                           generator=make_generator(recipe, task))
     say(f"run directory: {run_dir}" + (f" (resuming from {resume_from.name})" if resume_from else ""))
     for stage in recipe.stages:

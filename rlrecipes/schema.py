@@ -52,6 +52,13 @@ class TinyConfig(Strict):
     seed: int = 0
 
 
+class VisionConfig(Strict):
+    """A vision-language policy (Qwen2-VL family); prompts of rows with images show them."""
+    train_tower: bool = False       # frozen vision encoder by default: LoRA and gradients on the LM only
+    min_pixels: int | None = Field(None, gt=0)   # image processor resize bounds (memory on real models)
+    max_pixels: int | None = Field(None, gt=0)
+
+
 class ModelConfig(Strict):
     name_or_path: str
     adapter: Literal["none", "lora", "qlora"] = "lora"
@@ -62,6 +69,7 @@ class ModelConfig(Strict):
     revision: str | None = None
     gradient_checkpointing: bool = False
     chat_template: bool = False   # wrap prompts in the tokenizer's chat template (instruct models)
+    vision: VisionConfig | None = None   # set: load an image-text-to-text model and its image processor
 
 
 class DataConfig(Strict):

@@ -12,11 +12,16 @@ import random
 import torch
 
 from .model import attach_adapter, load_base, save_pretrained
+from .vision import ImagePrompt, processor_of
 
 
 def sft_batch(tokenizer, prompts: list[str], completions: list[str], device):
-    """(input_ids, attention_mask, labels) right-padded; labels are -100 on prompt and padding."""
-    seqs, labels = [], []
+    """(input_ids, attention_mask, labels, vision) right-padded; labels are -100 on prompt and
+    padding; `vision` holds the pixel inputs of prompts that show images (else None)."""
+    seqs, labels, vision = [], [], None
+    processor = processor_of(tokenizer)
+    if processor is not None and any(isinstance(p, ImagePrompt) for p in prompts):
+        prompts, vision = processor.expand(prompts)   # placeholders expanded to the image's tokens
     for p, c in zip(prompts, completions):
         p_ids = tokenizer(p, add_special_tokens=False)["input_ids"]
         c_ids = tokenizer(c, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
@@ -27,7 +32,7 @@ def sft_batch(tokenizer, prompts: list[str], completions: list[str], device):
     ids = torch.tensor([s + [pad] * (width - len(s)) for s in seqs], device=device)
     lab = torch.tensor([s + [-100] * (width - len(s)) for s in labels], device=device)
     attn = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs], device=device)
-    return ids, attn, lab
+    return ids, attn, lab, vision
 
 
 def run_sft(recipe, stage, base_path: str, tokenizer, task, rows, prompts, out_dir, device,
@@ -57,9 +62,10 @@ def run_sft(recipe, stage, base_path: str, tokenizer, task, rows, prompts, out_d
             batch_prompts, batch_golds = [prompts[i] for i in idx], [golds[i] for i in idx]
         else:
             pairs = [transform(i) for i in idx]
-            batch_prompts, batch_golds = format_fn([q for q, _ in pairs]), [g for _, g in pairs]
-        ids, attn, labels = sft_batch(tokenizer, batch_prompts, batch_golds, device)
-        loss = model(input_ids=ids, attention_mask=attn, labels=labels, use_cache=False).loss
+            batch_prompts, batch_golds = format_fn([q for q, _ in pairs], [rows[i] for i in idx]), [g for _, g in pairs]
+        ids, attn, labels, vision = sft_batch(tokenizer, batch_prompts, batch_golds, device)
+        extra = {} if vision is None else vision.model_kwargs(model, ids)
+        loss = model(input_ids=ids, attention_mask=attn, labels=labels, use_cache=False, **extra).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, recipe.train.max_grad_norm or float("inf"))
         optimizer.step()

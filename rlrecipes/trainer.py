@@ -171,14 +171,18 @@ def _policy_logprobs(ctx, rollout):
 
 @torch.no_grad()
 def _fixed_logprobs(ctx, model, rollout, chunks):
-    out = [token_logprobs(model, *_tensors(rollout, c), ctx.recipe.generation.temperature)[0]
-           for c in chunks]
+    out = [token_logprobs(model, *_tensors(rollout, c), ctx.recipe.generation.temperature,
+                          vision=_vision(rollout, c))[0] for c in chunks]
     return torch.cat(out)
 
 
 def _tensors(rollout, idx):
     return (rollout.prompt_ids_NP[idx], rollout.prompt_mask_NP[idx],
             rollout.completion_ids_NT[idx], rollout.completion_mask_NT[idx])
+
+
+def _vision(rollout, idx):
+    return None if rollout.vision is None else rollout.vision.select(idx)
 
 
 def micro_batches(r, N: int) -> tuple[list[list[list[int]]], list[list[int]]]:
@@ -266,7 +270,8 @@ def micro_loss(ctx, rollout, idx, adv_N, reward_N, old_NT, ref_NT, mask_NT, den,
     r, comp = ctx.recipe, ctx.comp
     extras = {} if comp.needs_last_layer else None
     logp_NT, entropy_NT = token_logprobs(ctx.model, *_tensors(rollout, idx), r.generation.temperature,
-                                         entropy="grad" if comp.entropy_grad else "log", extras=extras)
+                                         entropy="grad" if comp.entropy_grad else "log", extras=extras,
+                                         vision=_vision(rollout, idx))
     old = logp_NT.detach() if old_NT is None else old_NT[idx]
     inputs = {"logp_NT": logp_NT, "old_logp_NT": old, "adv_N": adv_N[idx], "mask_NT": mask_NT[idx],
               "ref_logp_NT": None if ref_NT is None else ref_NT[idx], "entropy_NT": entropy_NT,

@@ -62,7 +62,7 @@ def test_sft_stage_applies_the_transform_to_every_drawn_example(tmp_path, monkey
     task, tok = Arith(trivial_frac=0.25), load_tokenizer(r.model)
     rows = task.synthetic("train", 50, 0)
     sft.run_sft(r, r.stages[0], resolve_path(r.model), tok, task, rows, [task.prompt(x) for x in rows],
-                tmp_path / "sft", torch.device("cpu"), format_fn=lambda qs: ["Q:" + q for q in qs])
+                tmp_path / "sft", torch.device("cpu"), format_fn=lambda qs, rows=None: ["Q:" + q for q in qs])
     assert len(seen) == 2 and all(len(g) == 8 for _, g in seen)
     assert all(g.startswith("<think>\n\n</think><answer>") for _, golds in seen for g in golds)
     assert all(p.startswith("Q:") and p.endswith("=") for prompts, _ in seen for p in prompts)  # formatted

@@ -2,6 +2,8 @@
 
 Prompts are left-padded, completions right-padded. A completion's mask covers its tokens up to
 and including the first EOS (TRL's convention); a completion with no EOS is `truncated`.
+Prompts that show images (`vision.ImagePrompt`, on a VLM) are encoded by the tokenizer's
+`VisionProcessor`; each prompt's images are encoded once and its `repeat` samples share them.
 """
 from __future__ import annotations
 
@@ -9,13 +11,15 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..vision import ImagePrompt, VisionInputs, processor_of
 
 @dataclass
 class Rollout:
     """Token ids and masks of N completions. `completion_mask_NT` marks the tokens a completion
     has (attention); `loss_mask_NT`, when set, marks the ones the policy generated, which the
     loss, KL and statistics use (tool observations are in the first, not the second). `stats`
-    holds per-sequence counts a generator reports (tool calls, turns, observation tokens)."""
+    holds per-sequence counts a generator reports (tool calls, turns, observation tokens).
+    `vision` holds each row's pixel inputs when the prompts show images."""
     prompt_ids_NP: torch.Tensor
     prompt_mask_NP: torch.Tensor
     completion_ids_NT: torch.Tensor
@@ -24,6 +28,7 @@ class Rollout:
     truncated_N: torch.Tensor
     loss_mask_NT: torch.Tensor | None = None
     stats: dict[str, torch.Tensor] = field(default_factory=dict)
+    vision: VisionInputs | None = None
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -39,7 +44,7 @@ class Rollout:
         return Rollout(self.prompt_ids_NP.to(device), self.prompt_mask_NP.to(device),
                        self.completion_ids_NT.to(device), self.completion_mask_NT.to(device), self.texts,
                        self.truncated_N.to(device), None if self.loss_mask_NT is None else self.loss_mask_NT.to(device),
-                       dict(self.stats))
+                       dict(self.stats), self.vision)
 
     def select(self, idx) -> "Rollout":
         """The sub-rollout of sequences `idx` (a list or tensor of indices)."""
@@ -47,7 +52,8 @@ class Rollout:
         return Rollout(self.prompt_ids_NP[idx], self.prompt_mask_NP[idx], self.completion_ids_NT[idx],
                        self.completion_mask_NT[idx], [self.texts[i] for i in idx.tolist()],
                        self.truncated_N[idx], None if self.loss_mask_NT is None else self.loss_mask_NT[idx],
-                       {k: v[idx.to(v.device)] for k, v in self.stats.items()})
+                       {k: v[idx.to(v.device)] for k, v in self.stats.items()},
+                       None if self.vision is None else self.vision.select(idx))
 
 
 def pad_to(x: torch.Tensor, width: int, value: int, left: bool) -> torch.Tensor:
@@ -69,11 +75,19 @@ def replace_rows(rollout: Rollout, dest: list[int], source: Rollout, src: list[i
     out = [t.clone() for t in _padded(rollout, P, T, pad_id)]
     new = _padded(source, P, T, pad_id)
     texts, truncated = list(rollout.texts), rollout.truncated_N.clone()
+    vision = VisionInputs.cat([rollout.vision], [len(rollout)])
+    if vision is not None or source.vision is not None:
+        vision = VisionInputs.cat([rollout.vision, source.vision], [len(rollout), len(source)])
+        rows = list(range(len(rollout)))
+        for d, s, keep in zip(dest, src, keep_prompt):
+            if not keep:   # a kept prompt keeps its images
+                rows[d] = len(rollout) + s
+        vision = vision.select(rows)
     for d, s, keep in zip(dest, src, keep_prompt):
         for which in ((2, 3, 4) if keep else (0, 1, 2, 3, 4)):
             out[which][d] = new[which][s]
         texts[d], truncated[d] = source.texts[s], source.truncated_N[s]
-    return Rollout(*out[:4], texts, truncated, out[4])
+    return Rollout(*out[:4], texts, truncated, out[4], vision=vision)
 
 
 def _padded(rollout: Rollout, P: int, T: int, pad_id: int) -> list[torch.Tensor]:
@@ -91,7 +105,7 @@ def stack(rollouts: list[Rollout], pad_id: int) -> Rollout:
     parts = [_padded(r, P, T, pad_id) for r in rollouts]
     tensors = [torch.cat([p[k] for p in parts]) for k in range(5)]
     return Rollout(*tensors[:4], [t for r in rollouts for t in r.texts], torch.cat([r.truncated_N for r in rollouts]),
-                   tensors[4])
+                   tensors[4], vision=VisionInputs.cat([r.vision for r in rollouts], [len(r) for r in rollouts]))
 
 
 def completion_mask(completion_ids_NT: torch.Tensor, eos_id: int) -> torch.Tensor:
@@ -112,23 +126,32 @@ def encode_prompts(tokenizer, prompts: list[str], device) -> tuple[torch.Tensor,
 @torch.no_grad()
 def generate(model, tokenizer, prompts: list[str], gen, device, repeat: int = 1) -> Rollout:
     """Sample `repeat` completions of each prompt (consecutive: prompt i owns rows i*repeat...)."""
-    prompts = [p for p in prompts for _ in range(repeat)]
-    ids_NP, mask_NP = encode_prompts(tokenizer, prompts, device)
+    processor, vision, extra = processor_of(tokenizer), None, {}
+    if processor is not None and any(isinstance(p, ImagePrompt) for p in prompts):
+        # B prompts in, B*repeat out: generate encodes each prompt's images once and expands them
+        ids_NP, mask_NP, vision = processor.encode(prompts, device)
+        extra = {**vision.token_kwargs(ids_NP), "pixel_values": vision.pixels(device),
+                 "num_return_sequences": repeat, "suppress_tokens": processor.special_ids()}
+        vision = vision.select([i for i in range(len(prompts)) for _ in range(repeat)])
+    else:
+        ids_NP, mask_NP = encode_prompts(tokenizer, [p for p in prompts for _ in range(repeat)], device)
     was_training = model.training
     model.eval()
     out = model.generate(
         input_ids=ids_NP, attention_mask=mask_NP, do_sample=True, temperature=gen.temperature,
         top_p=gen.top_p, top_k=gen.top_k, max_new_tokens=gen.max_new_tokens,
         min_new_tokens=gen.min_new_tokens, pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id)
+        eos_token_id=tokenizer.eos_token_id, **extra)
+    if vision is not None:
+        ids_NP, mask_NP = ids_NP.repeat_interleave(repeat, 0), mask_NP.repeat_interleave(repeat, 0)
     model.train(was_training)
     completion_NT = out[:, ids_NP.shape[1]:]
     if completion_NT.shape[1] == 0:  # degenerate: nothing generated
-        completion_NT = torch.full((len(prompts), 1), tokenizer.eos_token_id, device=device)
+        completion_NT = torch.full((len(ids_NP), 1), tokenizer.eos_token_id, device=device)
     cmask_NT = completion_mask(completion_NT, tokenizer.eos_token_id)
     truncated_N = ~(completion_NT == tokenizer.eos_token_id).any(1)
     texts = decode(tokenizer, completion_NT, cmask_NT)
-    return Rollout(ids_NP, mask_NP, completion_NT, cmask_NT, texts, truncated_N)
+    return Rollout(ids_NP, mask_NP, completion_NT, cmask_NT, texts, truncated_N, vision=vision)
 
 
 def decode(tokenizer, completion_NT, mask_NT) -> list[str]:

@@ -27,7 +27,7 @@ class Batch:
     weights: list[float]
     generate: Callable            # formatted prompts -> Rollout, one completion each
     score: Callable               # (prompts, rollout, rows) -> rewards_NK
-    format: Callable              # raw questions -> formatted prompts
+    format: Callable              # (raw questions, their rows for images) -> formatted prompts
     pad_id: int
     question_of: Callable         # row -> raw question (before any chat template)
     rank: int = 0

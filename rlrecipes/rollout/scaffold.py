@@ -90,7 +90,7 @@ class ScaffoldHints(Uniform):
             spans[g] = range(start, len(asks))
         if not asks:
             return
-        prompts = batch.format([q for *_, q in asks])
+        prompts = batch.format([q for *_, q in asks], [batch.rows[g * G] for g, *_ in asks])   # rows: their images
         hinted = batch.generate(prompts)
         hinted_NK = batch.score(prompts, hinted, [batch.rows[g * G] for g, *_ in asks])
         level_rewards = combine(hinted_NK, batch.weights)

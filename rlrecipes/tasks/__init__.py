@@ -3,6 +3,6 @@
 A task separates *evaluate* (`score`: the correctness check used by eval) from *reward*
 (the recipe's reward functions), as nanochat does. Importing this package registers them.
 """
-from . import arith, rating, tool_arith, wireless  # noqa: F401
+from . import arith, images, rating, tool_arith, wireless  # noqa: F401
 from .base import Task  # noqa: F401
 from .loaders import load_splits  # noqa: F401

@@ -5,6 +5,7 @@
     data.source: {path: data/train.jsonl, test_path: data/test.jsonl}   # .jsonl .json .parquet .csv
     data.fields: {prompt: question, answer: final}   # our name: the dataset's column
     data.fields: {answer: reward_model.ground_truth}  # or a dotted path into a nested column
+    data.fields: {image: img_path}                    # image or images: local paths, PIL, HF Image
 
 Without a test split, the last `data.test_size` rows of a seeded shuffle are held out, so the
 splits are disjoint. Missing columns are errors naming `data.fields`.
@@ -15,6 +16,7 @@ import random
 from pathlib import Path
 
 from ..errors import UserError
+from ..vision import check_image, row_images
 
 SOURCE_KEYS = {"hf", "name", "split", "test_split", "revision", "path", "test_path"}
 FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
@@ -73,6 +75,17 @@ def _chat_text(value):
     return value
 
 
+def _check_images(rows: list[dict], which: str, base: Path | None) -> None:
+    """Each row's image(s) made loadable in place; an error names the first bad row. A relative
+    path is tried against the data file's folder too."""
+    for i, row in enumerate(rows):
+        images = row_images(row)
+        if images:
+            key = "images" if row.get("images") is not None else "image"
+            checked = [check_image(src, f"data row {i} ({which}) {key}", base) for src in images]
+            row[key] = checked if key == "images" else checked[0]
+
+
 def _rows(dataset, fields: dict, task) -> list[dict]:
     """Rows with our field names: `fields` maps ours to the dataset's column, or to a dotted path
     into a nested column (verl parquet: `answer: reward_model.ground_truth`). A chat-format
@@ -111,10 +124,13 @@ def load_splits(data, task, seed: int) -> tuple[list[dict], list[dict]]:
         return (task.synthetic("train", n_train, seed, test_size=data.test_size),
                 task.synthetic("test", data.test_size, seed, test_size=data.test_size))
     check_source(data.source)
+    folder = lambda key: Path(data.source[key]).parent if key in data.source else None  # noqa: E731
     train = _rows(_load(data.source, "train"), data.fields, task)
+    _check_images(train, "train", folder("path"))
     has_test = "test_path" in data.source or "test_split" in data.source
     if has_test:
         test = _rows(_load(data.source, "test"), data.fields, task)
+        _check_images(test, "test", folder("test_path"))
     else:
         if len(train) <= data.test_size:
             raise UserError("data.test_size", f"{data.test_size} >= the {len(train)} rows of the data",

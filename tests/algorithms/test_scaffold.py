@@ -45,7 +45,7 @@ def _batch(rewards, fake, step=60, G=8):
     n = len(rewards)
     return Batch(step=step, group_size=G, rows=[ROW] * n, rollout=_rollout(n),
                  rewards_NK=torch.tensor(rewards, dtype=torch.float32).view(n, 1), weights=[1.0],
-                 generate=fake.generate, score=fake.score, format=lambda qs: qs, pad_id=PAD,
+                 generate=fake.generate, score=fake.score, format=lambda qs, rows=None: qs, pad_id=PAD,
                  question_of=lambda row: row["prompt"])
 
 
