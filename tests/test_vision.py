@@ -1,6 +1,7 @@
 """Image inputs: prompts that carry images, placeholder expansion, collation through rollouts,
 log-probs with encoder outputs shared across a group, masking, frozen towers, data loading."""
 import json
+import math
 import pickle
 import random
 from pathlib import Path
@@ -185,3 +186,22 @@ def test_tiny_vlm_saves_its_image_processor_with_the_weights(vlm):
     path = resolve_path(cfg)
     assert "tiny-vl-" in path and (Path(path) / "preprocessor_config.json").exists()
     assert IMAGE_PAD in load_tokenizer(cfg).get_vocab()
+
+
+@pytest.mark.parametrize("adapter", ["lora", "qlora"])
+def test_tiny_vlm_grpo_run_moves_the_adapter_with_finite_loss(adapter, tmp_path):
+    from safetensors.torch import load_file
+
+    from rlrecipes.run import train
+
+    from .conftest import FAST
+    r = load_recipe(RECIPES / "grpo.yaml", "tiny", FAST + [
+        "model.vision={}", "data.task=squares", "data.train_size=64", f"model.adapter={adapter}",
+        "algorithm.kl.beta=0.04"])   # KL: the reference (adapter disabled) sees the images too
+    summary = train(r, str(tmp_path / "run"), say=lambda *a: None)
+    steps = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    steps = [row for row in steps if "loss" in row]
+    assert len(steps) == 2 and all(math.isfinite(row["loss"]) and math.isfinite(row["kl"]) for row in steps)
+    assert "pass@1" in summary["eval"]["end"]
+    weights = load_file(tmp_path / "run" / "final" / "adapter_model.safetensors")
+    assert any(v.abs().sum() > 0 for k, v in weights.items() if "lora_B" in k)

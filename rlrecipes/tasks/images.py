@@ -6,7 +6,8 @@ a coloured square of jittered size and position, others blank.
 - `squares` (TON / MMR1 / OThink-MR1 image mode): count the squares.
       prompt: <image> "count:"   gold: "<think>1+0+2+1=4</think><answer>4</answer>"
   The thought counts row by row. `difficulty` is trivial for 0 or 1 square (no counting needed,
-  TON's skip-think split) and hard otherwise. With `distractors`, blue squares share the grid
+  TON's skip-think split) and hard otherwise; `trivial_frac` fixes the trivial share (else the
+  count is uniform on min_count..max_count). With `distractors`, blue squares share the grid
   and only the red ones count (the prompt says "count red:").
 - `image_rating` (Aes-R1 image mode): the image's hidden quality is the share of filled cells,
   k/16 rounded to two decimals, a known function of its pixels; judged like `rating` (a score
@@ -56,16 +57,24 @@ class Squares(Task):
     name = "squares"
 
     def __init__(self, min_count: int = 0, max_count: int = 6, distractors: bool = False, think: bool = True,
-                 seed: int = 1234):
+                 trivial_frac: float | None = None, seed: int = 1234):
         if not 0 <= min_count <= max_count <= CELLS * CELLS // (2 if distractors else 1):
             raise ValueError(f"need 0 <= min_count <= max_count <= {CELLS * CELLS // (2 if distractors else 1)}")
+        if trivial_frac is not None and not (0 <= trivial_frac <= 1 and min_count <= 1 < max_count):
+            raise ValueError("trivial_frac needs a value in [0, 1] and min_count <= 1 < max_count")
         self.min_count, self.max_count, self.distractors = min_count, max_count, distractors
-        self.think, self.seed = think, seed
+        self.think, self.trivial_frac, self.seed = think, trivial_frac, seed
+
+    def _count(self, rng: random.Random) -> int:
+        if self.trivial_frac is None:
+            return rng.randint(self.min_count, self.max_count)
+        trivial = rng.random() < self.trivial_frac
+        return rng.randint(self.min_count, 1) if trivial else rng.randint(2, self.max_count)
 
     def synthetic(self, split: str, n: int, seed: int, test_size: int = 200) -> list[dict]:
         rng, rows = _stream(split, self.seed, seed), []
         for _ in range(n):
-            count = rng.randint(self.min_count, self.max_count)
+            count = self._count(rng)
             extra = rng.randint(0, 3) if self.distractors else 0
             cells = layout(rng, count, extra)
             per_row = [sum(1 for c, col in cells.items() if c // CELLS == r and col == RED) for r in range(CELLS)]

@@ -15,6 +15,7 @@ from rlrecipes.run import train
 from ..conftest import FAST, RECIPES
 
 ALL = sorted(RECIPES.glob("*.yaml"))
+VLM = [p for p in ALL if "tiny_vlm" in (yaml.safe_load(p.read_text()).get("presets") or {})]
 # A model after 20 SFT steps has mean token entropy above GTPO's 0.7 filter, so every completion
 # would be dropped (A = 0) and nothing would move; lift the filter to exercise the gradient path.
 # SPO's offline values sample every training prompt at the first step: keep that set small.
@@ -51,3 +52,19 @@ def test_tiny_preset_takes_two_steps(path, tmp_path):
     from safetensors.torch import load_file
     weights = load_file(Path(tmp_path / "run" / "final" / "adapter_model.safetensors"))
     assert any(v.abs().sum() > 0 for k, v in weights.items() if "lora_B" in k)  # B starts at 0
+
+
+@pytest.mark.parametrize("path", VLM, ids=lambda p: p.stem)
+def test_tiny_vlm_preset_takes_two_steps_on_images(path, tmp_path):
+    """The image mode: the tiny Qwen2-VL trains on synthetic images (LoRA on the language model)."""
+    r = load_recipe(path, "tiny_vlm", FAST + ["eval.at_start=false", "eval.at_end=false", "data.train_size=64"])
+    assert r.model.vision is not None and get("task", r.data.task).name in ("squares", "image_rating")
+    train(r, str(tmp_path / "run"), say=lambda *a: None)
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    steps = [row for row in rows if "loss" in row]
+    assert len(steps) == 2 and all(math.isfinite(row["loss"]) and row["skipped_updates"] == 0 for row in steps)
+    from safetensors.torch import load_file
+    weights = load_file(Path(tmp_path / "run" / "final" / "adapter_model.safetensors"))
+    assert any(v.abs().sum() > 0 for k, v in weights.items() if "lora_B" in k)
+    assert not any(".visual." in k for k in weights)   # the vision tower stays frozen
+    assert (tmp_path / "run" / "final" / "preprocessor_config.json").exists()
