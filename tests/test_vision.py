@@ -205,3 +205,19 @@ def test_tiny_vlm_grpo_run_moves_the_adapter_with_finite_loss(adapter, tmp_path)
     assert "pass@1" in summary["eval"]["end"]
     weights = load_file(tmp_path / "run" / "final" / "adapter_model.safetensors")
     assert any(v.abs().sum() > 0 for k, v in weights.items() if "lora_B" in k)
+
+
+def test_chat_template_places_the_image_inside_the_user_turn_once(vlm):
+    from rlrecipes.run import format_prompts
+    _, tok, _ = vlm
+    tok = __import__("copy").deepcopy(tok)
+    # the shape of Qwen2-VL's template: an {"type": "image"} item renders as the placeholder
+    tok.chat_template = ("{% for m in messages %}<|im_start|>{{ m.role }}\n{% if m.content is string %}{{ m.content }}"
+                         "{% else %}{% for c in m.content %}{% if c.type == 'image' %}<|vision_start|><|image_pad|>"
+                         "<|vision_end|>{% else %}{{ c.text }}{% endif %}{% endfor %}{% endif %}<|im_end|>\n"
+                         "{% endfor %}<|im_start|>assistant\n")
+    rows = Squares().synthetic("test", 1, 0)
+    [p] = format_prompts(tok, ["count:"], True, rows)
+    assert isinstance(p, ImagePrompt) and p.count(IMAGE_PAD) == 1
+    assert p == "<|im_start|>user\n" + PLACEHOLDER + "count:<|im_end|>\n<|im_start|>assistant"
+    assert format_prompts(tok, ["count:"], True) == ["<|im_start|>user\ncount:<|im_end|>\n<|im_start|>assistant"]
