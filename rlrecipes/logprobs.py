@@ -94,8 +94,7 @@ def token_logprobs(model, prompt_ids_NP, prompt_mask_NP, completion_ids_NT, comp
     `entropy`: None (skip), "log" (no gradient, for metrics) or "grad" (for a regularizer).
     `extras`: a dict to receive, detached, `hidden_NTD` (the LM head's input) and `probs_NTV`,
     for losses that model the last layer (CAPO); only computed when a dict is passed.
-    `vision`: the rows' `VisionInputs` when the prompts show images; the model then computes its
-    own (3-D, M-RoPE) positions from the attention mask and image grids.
+    `vision`: the rows' `VisionInputs` when the prompts show images.
 
     Logits are divided by the sampling temperature, as TRL does, so the log-probs are those of
     the distribution the tokens were drawn from.
@@ -108,7 +107,9 @@ def token_logprobs(model, prompt_ids_NP, prompt_mask_NP, completion_ids_NT, comp
         head = getattr(model, "module", model).get_output_embeddings()
         hook = head.register_forward_hook(lambda mod, inp, out: extras.__setitem__("hidden_NTD", inp[0].detach()))
     try:
-        inputs = {"position_ids": position_ids(attn)} if vision is None else vision.model_kwargs(model, input_ids)
+        # with images the model computes its 3-D (M-RoPE) positions from the mask and grids
+        inputs = vision.model_kwargs(model, input_ids) if vision is not None and vision.has_images() \
+            else {"position_ids": position_ids(attn)}
         logits_NTV = model(input_ids=input_ids, attention_mask=attn, logits_to_keep=T + 1, use_cache=False,
                            **inputs).logits[:, :-1]
     finally:

@@ -129,6 +129,9 @@ class VisionInputs:
             grid += part.grid_thw if part is not None else [empty_grid] * n
         return VisionInputs(pv, grid, known[0].image_token_id)
 
+    def has_images(self) -> bool:
+        return any(len(g) for g in self.grid_thw)
+
     def pixels(self, device) -> torch.Tensor:
         """All rows' patches in row order (what `generate` takes as `pixel_values`)."""
         return torch.cat([p for p in self.pixel_values if len(p)]).to(device)
@@ -142,7 +145,7 @@ class VisionInputs:
         """Keyword arguments for a forward pass over `input_ids` (these rows): each distinct
         image set encoded once, with gradient only when the vision tower trains."""
         from transformers.modeling_outputs import BaseModelOutputWithPooling
-        if not any(len(g) for g in self.grid_thw):
+        if not self.has_images():
             return {}
         core = getattr(model, "module", model)
         distinct: dict[int, int] = {}

@@ -115,26 +115,32 @@ def test_logprobs_share_one_encoding_and_equal_unpadded_per_row_forwards(vlm):
     gen = load_recipe("recipes/grpo.yaml", "tiny").generation.model_copy(update={"max_new_tokens": 5})
     _, prompts = _prompts(2)
     prompts[1] = ImagePrompt(prompts[1] + "longer prompt", prompts[1].images)   # forces left padding
-    ro = generate(model, tok, prompts, gen, CPU, repeat=2)
+    ro = generate(model, tok, prompts + ["a text-only prompt"], gen, CPU, repeat=2)
     calls = []
     real = model.model.get_image_features
     model.model.get_image_features = lambda pixels, *a, **k: calls.append(pixels.shape[0]) or real(pixels, *a, **k)
     try:
         logp, _ = token_logprobs(model, ro.prompt_ids_NP, ro.prompt_mask_NP, ro.completion_ids_NT,
                                  ro.completion_mask_NT, vision=ro.vision)
+        text = ro.select([4, 5])   # the text-only rows alone: plain positions, no encoder
+        logp_text, _ = token_logprobs(model, text.prompt_ids_NP, text.prompt_mask_NP, text.completion_ids_NT,
+                                      text.completion_mask_NT, vision=text.vision)
     finally:
         model.model.get_image_features = real
-    assert calls == [32]   # two distinct images of 16 patches, encoded once for the 4 rows
-    for i in range(4):
+    assert calls == [32]   # two distinct images of 16 patches, encoded once for the 4 image rows
+    for i in range(6):
         keep = ro.prompt_mask_NP[i].bool()
         ids = torch.cat([ro.prompt_ids_NP[i][keep], ro.completion_ids_NT[i]])[None]
+        pixels = {} if i >= 4 else {"pixel_values": ro.vision.pixel_values[i], "image_grid_thw": ro.vision.grid_thw[i],
+                                    "mm_token_type_ids": (ids == processor_of(tok).image_token_id).int()}
         with torch.no_grad():
-            logits = model(input_ids=ids, pixel_values=ro.vision.pixel_values[i], image_grid_thw=ro.vision.grid_thw[i],
-                           mm_token_type_ids=(ids == processor_of(tok).image_token_id).int()).logits[0]
+            logits = model(input_ids=ids, **pixels).logits[0]
         T = ro.completion_ids_NT.shape[1]
         ref = torch.log_softmax(logits[-T - 1:-1], -1).gather(-1, ro.completion_ids_NT[i][:, None])[:, 0]
         m = ro.completion_mask_NT[i].bool()
-        assert torch.allclose(logp[i][m], ref[m], atol=1e-5)
+        assert torch.allclose(logp[i][m], ref[m], atol=1e-5), i
+        if i >= 4:
+            assert torch.allclose(logp_text[i - 4][m], ref[m], atol=1e-5), i
 
 
 def test_lora_and_qlora_leave_the_vision_tower_frozen_and_unquantised(vlm):
@@ -221,3 +227,17 @@ def test_chat_template_places_the_image_inside_the_user_turn_once(vlm):
     assert isinstance(p, ImagePrompt) and p.count(IMAGE_PAD) == 1
     assert p == "<|im_start|>user\n" + PLACEHOLDER + "count:<|im_end|>\n<|im_start|>assistant"
     assert format_prompts(tok, ["count:"], True) == ["<|im_start|>user\ncount:<|im_end|>\n<|im_start|>assistant"]
+
+
+def test_sft_batch_expands_the_image_and_masks_it_out_of_the_labels(vlm):
+    from rlrecipes.sft import sft_batch
+    _, tok, model = vlm
+    rows, prompts = _prompts(2)
+    ids, attn, labels, vision = sft_batch(tok, prompts, [Squares().gold(r) for r in rows], CPU)
+    image = processor_of(tok).image_token_id
+    assert (ids == image).sum(1).tolist() == [4, 4] and vision is not None
+    assert (labels[ids == image] == -100).all()   # prompt tokens, image slots included, are not trained
+    gold = tok(Squares().gold(rows[0]), add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    assert labels[0][labels[0] != -100].tolist() == gold
+    out = model(input_ids=ids, attention_mask=attn, labels=labels, **vision.model_kwargs(model, ids))
+    assert torch.isfinite(out.loss)

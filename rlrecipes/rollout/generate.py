@@ -13,6 +13,7 @@ import torch
 
 from ..vision import ImagePrompt, VisionInputs, processor_of
 
+
 @dataclass
 class Rollout:
     """Token ids and masks of N completions. `completion_mask_NT` marks the tokens a completion
@@ -75,14 +76,14 @@ def replace_rows(rollout: Rollout, dest: list[int], source: Rollout, src: list[i
     out = [t.clone() for t in _padded(rollout, P, T, pad_id)]
     new = _padded(source, P, T, pad_id)
     texts, truncated = list(rollout.texts), rollout.truncated_N.clone()
-    vision = VisionInputs.cat([rollout.vision], [len(rollout)])
-    if vision is not None or source.vision is not None:
-        vision = VisionInputs.cat([rollout.vision, source.vision], [len(rollout), len(source)])
+    vision = None
+    if rollout.vision is not None or source.vision is not None:   # rows of both, then pick
+        both = VisionInputs.cat([rollout.vision, source.vision], [len(rollout), len(source)])
         rows = list(range(len(rollout)))
         for d, s, keep in zip(dest, src, keep_prompt):
             if not keep:   # a kept prompt keeps its images
                 rows[d] = len(rollout) + s
-        vision = vision.select(rows)
+        vision = both.select(rows)
     for d, s, keep in zip(dest, src, keep_prompt):
         for which in ((2, 3, 4) if keep else (0, 1, 2, 3, 4)):
             out[which][d] = new[which][s]

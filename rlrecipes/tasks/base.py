@@ -46,6 +46,8 @@ class Task:
     # A regression task (scores, not right/wrong) also defines `label(row) -> float` and
     # `predicted(answers) -> float`; eval then adds PLCC and SRCC over the problems.
     regression = False
+    # An image task's rows carry an `image` column: it needs `model.vision` (checked by validate).
+    images = False
 
     def synthetic(self, split: str, n: int, seed: int) -> list[dict]:
         raise NotImplementedError(f"task {self.name!r} has no synthetic data; set data.source")

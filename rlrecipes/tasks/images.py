@@ -55,6 +55,7 @@ def _stream(split: str, task_seed: int, seed: int) -> random.Random:
 @register("task", "squares")
 class Squares(Task):
     name = "squares"
+    images = True
 
     def __init__(self, min_count: int = 0, max_count: int = 6, distractors: bool = False, think: bool = True,
                  trivial_frac: float | None = None, seed: int = 1234):
@@ -95,6 +96,7 @@ class Squares(Task):
 @register("task", "image_rating")
 class ImageRating(Rating):
     name = "image_rating"
+    images = True
 
     def __init__(self, tolerance: float = 0.1, seed: int = 1234):
         super().__init__(digits=4, tolerance=tolerance, seed=seed)
