@@ -171,7 +171,7 @@ def test_jsonl_rows_with_relative_image_paths_load_and_a_missing_one_names_its_r
         lines.append(json.dumps({"question": "count:", "answer": row["answer"], "img": f"img/{i}.png"}))
     (tmp_path / "train.jsonl").write_text("\n".join(lines) + "\n")
     monkeypatch.chdir(tmp_path.parent)   # relative paths resolve against the file's folder
-    data = load_recipe(RECIPES / "grpo.yaml", "tiny", ["data.task=squares", f"data.source={{path: {tmp_path / 'train.jsonl'}}}",
+    data = load_recipe(RECIPES / "grpo.yaml", "tiny", ["data.task=squares", "model.vision={}", f"data.source={{path: {tmp_path / 'train.jsonl'}}}",
                                 "data.fields={prompt: question, image: img}", "data.test_size=2"]).data
     train, test = load_splits(data, get("task", "squares")(), 0)
     assert len(train) == 4 and all(r["image"].startswith(str(tmp_path)) for r in train + test)
@@ -182,7 +182,9 @@ def test_jsonl_rows_with_relative_image_paths_load_and_a_missing_one_names_its_r
 
 def test_image_rows_need_a_vision_model():
     from rlrecipes.run import check_modality
-    r = load_recipe("recipes/grpo.yaml", "tiny", ["data.task=squares"])
+    with pytest.raises(UserError, match="model.vision.*'squares' shows images; the model is text-only"):
+        load_recipe("recipes/grpo.yaml", "tiny", ["data.task=squares"])   # caught by validate
+    r = load_recipe("recipes/grpo.yaml", "tiny")   # a text task whose (real) rows carry images
     with pytest.raises(UserError, match="model.vision.*rows have images but the model is text-only"):
         check_modality(r, Squares().synthetic("test", 1, 0))
 
