@@ -51,9 +51,15 @@ def build_model(tokenizer, hidden_size=64, layers=2, heads=4, kv_heads=2, interm
         max_position_embeddings=512, tie_word_embeddings=True, rope_theta=10000.0,
         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
         bos_token_id=tokenizer.bos_token_id)
+    return _seeded(Qwen2ForCausalLM, config, tokenizer, seed)
+
+
+def _seeded(model_cls, config, tokenizer, seed: int):
+    """`model_cls(config)` initialised from `seed` (the global RNG untouched), generating with
+    the tokenizer's pad and EOS."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = Qwen2ForCausalLM(config)
+        model = model_cls(config)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     return model
@@ -79,12 +85,7 @@ def build_vision_model(tokenizer, hidden_size=64, layers=2, heads=4, kv_heads=2,
     config = Qwen2VLConfig(text_config=text, vision_config=vision, image_token_id=token(IMAGE_PAD),
                            video_token_id=token(VIDEO_PAD), vision_start_token_id=token(VISION_START),
                            vision_end_token_id=token(VISION_END), tie_word_embeddings=True, **ids)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = Qwen2VLForConditionalGeneration(config)
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    return model
+    return _seeded(Qwen2VLForConditionalGeneration, config, tokenizer, seed)
 
 
 def build_image_processor():
