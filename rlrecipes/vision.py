@@ -148,22 +148,20 @@ class VisionInputs:
         if not self.has_images():
             return {}
         core = getattr(model, "module", model)
-        distinct: dict[int, int] = {}
-        for pv in self.pixel_values:
+        first: dict[int, int] = {}   # a pixel tensor (by identity) -> the first row showing it
+        for i, pv in enumerate(self.pixel_values):
             if len(pv):
-                distinct.setdefault(id(pv), len(distinct))
-        firsts = {id(pv): i for i, pv in reversed(list(enumerate(self.pixel_values)))}
-        order = sorted(distinct, key=distinct.get)
+                first.setdefault(id(pv), i)
         device = input_ids.device
-        pixels = torch.cat([self.pixel_values[firsts[k]] for k in order]).to(device)
-        grids = torch.cat([self.grid_thw[firsts[k]] for k in order]).to(device)
+        patches = torch.cat([self.pixel_values[i] for i in first.values()]).to(device)
+        grids = torch.cat([self.grid_thw[i] for i in first.values()]).to(device)
         trains = any(p.requires_grad for p in tower(core).parameters())
         with torch.set_grad_enabled(trains and torch.is_grad_enabled()):
-            feats = core.get_image_features(pixel_values=pixels, image_grid_thw=grids).pooler_output
-        per_set, start = {}, 0
-        for k in order:
-            n = len(self.grid_thw[firsts[k]])
-            per_set[k], start = feats[start:start + n], start + n
+            feats = core.get_image_features(pixel_values=patches, image_grid_thw=grids).pooler_output
+        per_set, start = {}, 0   # one feature tensor per image, grouped by pixel tensor
+        for key, i in first.items():
+            n = len(self.grid_thw[i])
+            per_set[key], start = feats[start:start + n], start + n
         row_feats = tuple(f for pv in self.pixel_values if len(pv) for f in per_set[id(pv)])
         return {**self.token_kwargs(input_ids),
                 "mm_encoder_outputs": {"image": BaseModelOutputWithPooling(pooler_output=row_feats)}}
