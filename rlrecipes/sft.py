@@ -41,7 +41,7 @@ def run_sft(recipe, stage, base_path: str, tokenizer, task, rows, prompts, out_d
 
     With `stage.transform`, each drawn example's raw question and gold pass through it (its own
     seeded RNG, so the examples drawn are the same with or without it) and are then formatted
-    with `format_fn` (raw questions -> prompts)."""
+    with `format_fn` (raw questions and their rows -> prompts)."""
     model_cfg = recipe.model.model_copy(update={"adapter": stage.adapter})
     model = attach_adapter(load_base(model_cfg, device, base_path), model_cfg)
     model.train()
@@ -62,7 +62,8 @@ def run_sft(recipe, stage, base_path: str, tokenizer, task, rows, prompts, out_d
             batch_prompts, batch_golds = [prompts[i] for i in idx], [golds[i] for i in idx]
         else:
             pairs = [transform(i) for i in idx]
-            batch_prompts, batch_golds = format_fn([q for q, _ in pairs], [rows[i] for i in idx]), [g for _, g in pairs]
+            batch_prompts = format_fn([q for q, _ in pairs], [rows[i] for i in idx])   # rows: their images
+            batch_golds = [g for _, g in pairs]
         ids, attn, labels, vision = sft_batch(tokenizer, batch_prompts, batch_golds, device)
         extra = {} if vision is None else vision.model_kwargs(model, ids)
         loss = model(input_ids=ids, attention_mask=attn, labels=labels, use_cache=False, **extra).loss
