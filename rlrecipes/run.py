@@ -27,7 +27,7 @@ from .registry import get
 from .rewards.combine import RewardFn, check_columns
 from .sft import run_sft
 from .tasks import load_splits
-from .vision import attach, chat_content, processor_of, row_images
+from .vision import attach, chat_content, processor_of, require_vision, row_images
 
 
 def format_prompts(tokenizer, texts: list[str], chat_template: bool, rows: list[dict] | None = None) -> list[str]:
@@ -47,13 +47,8 @@ def format_prompts(tokenizer, texts: list[str], chat_template: bool, rows: list[
 
 def check_modality(recipe, rows: list[dict]) -> None:
     """Rows with images need a vision-language model; tool rollouts are text-only."""
-    if not rows or not row_images(rows[0]):
-        return
-    if recipe.model.vision is None:
-        raise UserError("model.vision", f"the {recipe.data.task!r} rows have images but the model is text-only",
-                        "set model.vision: {} with a vision-language model (Qwen2-VL family, or tiny)")
-    if recipe.generation.tools is not None:
-        raise UserError("generation.tools", "tool rollouts do not carry images yet", "drop generation.tools")
+    if rows and row_images(rows[0]):
+        require_vision(recipe, f"the {recipe.data.task!r} rows have images but the model is text-only")
 
 
 def make_run_dir(recipe, output_dir: str | None, accelerator) -> Path:

@@ -10,6 +10,7 @@ from .registry import check_params, get, names, signature_params
 from .rewards.combine import LOOP_ARGS
 from .tasks.loaders import check_source
 from .transforms import TRANSFORM_INPUTS
+from .vision import require_vision
 
 
 def check_components(recipe) -> None:
@@ -57,11 +58,7 @@ def _check_rules(recipe) -> None:
             raise UserError("model.name_or_path", f"local model directory not found: {model.name_or_path}")
     check_source(recipe.data.source)
     if get("task", recipe.data.task).images:
-        if model.vision is None:
-            raise UserError("model.vision", f"task {recipe.data.task!r} shows images; the model is text-only",
-                            "set model.vision: {} with a vision-language model (Qwen2-VL family, or tiny)")
-        if gen.tools is not None:
-            raise UserError("generation.tools", "tool rollouts do not carry images yet", "drop generation.tools")
+        require_vision(recipe, f"task {recipe.data.task!r} shows images; the model is text-only")
     if recipe.data.source == "synthetic":
         from .tasks.base import Task
         if get("task", recipe.data.task).synthetic is Task.synthetic:  # not overridden

@@ -74,6 +74,15 @@ def check_image(src, where: str, base: Path | None = None):
                     "give a local path, a PIL image or a datasets Image feature")
 
 
+def require_vision(recipe, problem: str) -> None:
+    """Images need `model.vision` (else `problem` is the error) and plain, not tool, rollouts."""
+    if recipe.model.vision is None:
+        raise UserError("model.vision", problem,
+                        "set model.vision: {} with a vision-language model (Qwen2-VL family, or tiny)")
+    if recipe.generation.tools is not None:
+        raise UserError("generation.tools", "tool rollouts do not carry images yet", "drop generation.tools")
+
+
 def load_image(src):
     """A PIL RGB image from a path, PIL image or {"bytes"/"path"} dict."""
     from PIL import Image
