@@ -93,6 +93,7 @@ class Stage(Strict):
 class Reward(Component):
     weight: float = 1.0   # 0: logged as reward/<name> but not trained on (a metric)
     name: str | None = None  # display name in metrics (default: the function's name)
+    timeout_s: float = Field(60.0, gt=0, allow_inf_nan=False)  # per call; a hung reward is an error naming it
 
     @property
     def label(self) -> str:
