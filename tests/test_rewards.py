@@ -1,4 +1,5 @@
 import math
+import time
 
 import pytest
 import torch
@@ -38,6 +39,31 @@ def test_raising_reward_is_a_user_error_naming_it():
     fn = RewardFn(Reward(fn="tests.user_rewards:broken_reward"), 2)
     with pytest.raises(UserError, match=r"rewards\[2\] \(broken_reward\): reward function raised KeyError"):
         score([fn], ["p"], ["c"], [{"prompt": "p", "answer": "1"}], 1, 1)
+
+
+def test_a_hanging_reward_times_out_naming_it():
+    fn = RewardFn(Reward(fn="tests.user_rewards:hanging_reward", timeout_s=0.3), 1)
+    t0 = time.monotonic()
+    with pytest.raises(UserError, match=r"^rewards\[1\] \(hanging_reward\): reward function did not return "
+                       r"within 0.3 s \(fix it or raise rewards\[1\].timeout_s\)$"):
+        score([fn], ["p"] * 2, ["a", "b"], [{"prompt": "p"}] * 2, 2, 1)
+    assert time.monotonic() - t0 < 2
+    assert Reward(fn="accuracy").timeout_s == 60
+
+
+def test_reward_errors_name_the_sample_and_the_reward():
+    rows = [{"prompt": "p"}] * 3
+    picky = RewardFn(Reward(fn="tests.user_rewards:picky_reward"), 0)
+    assert score([picky], ["p"] * 3, ["1", "2.5", "3"], rows, 3, 1)[:, 0].tolist() == [1.0, 2.5, 3.0]
+    with pytest.raises(UserError, match=r"rewards\[0\] \(picky_reward\): reward function raised ValueError "
+                       r"on sample 2: could not convert"):
+        score([picky], ["p"] * 3, ["1", "2", "three"], rows, 3, 1)
+    text = RewardFn(Reward(fn="tests.user_rewards:text_reward"), 1)
+    with pytest.raises(UserError, match=r"rewards\[1\] \(text_reward\): returned '1.0' for sample 0; a reward is a number"):
+        score([text], ["p"] * 3, ["a", "b", "c"], rows, 3, 1)
+    short = RewardFn(Reward(fn="tests.user_rewards:short_reward", name="short"), 2)
+    with pytest.raises(UserError, match=r"rewards\[2\] \(short\): returned list of length 2; expected a list of 3"):
+        score([short], ["p"] * 3, ["a", "b", "c"], rows, 3, 1)
 
 
 def test_missing_column_for_a_reward():

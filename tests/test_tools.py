@@ -1,6 +1,5 @@
 """Multi-turn tool rollouts (issue 8): the turn loop with a scripted model, observation tokens
 masked out of the loss, the tool sandboxes, OTC-PO's reward table and the `tool_arith` task."""
-import time
 
 import pytest
 import torch
@@ -121,16 +120,6 @@ def test_calculator_is_bounded_and_never_evals():
     assert calc("2**1000").startswith("error") and calc("1/0") == "error: division by zero"
     assert calc("__import__('os').system('echo hi')").startswith("error: unsupported")
     assert calc("9" * 300).startswith("error")
-
-
-def test_python_tool_limits_time_memory_and_network():
-    py = get("tool", "python")(timeout_s=2.0, memory_mb=256)
-    assert py("print(6 * 7)").strip() == "42"
-    t0 = time.time()
-    assert py("while True: pass").startswith("error: timed out") and time.time() - t0 < 10
-    assert py("x = bytearray(10 * 1024**3)") == "error: MemoryError"
-    assert "network access is disabled" in py("import socket; socket.create_connection(('10.0.0.1', 80))")
-    assert py("raise ValueError('bad')") == "error: ValueError: bad"
 
 
 def test_otc_reward_tables_from_the_spec():

@@ -32,3 +32,25 @@ def hinted_prompt_reward(prompts, completions, **kwargs):
     """1.0 exactly when the prompt carries a Scaf-GRPO scratchpad hint: every unhinted group
     fails and every hinted sample succeeds, so the loop's replacement path always runs."""
     return [1.0 if "<think>" in p else 0.0 for p in prompts]
+
+
+def hanging_reward(prompts, completions, **kwargs):
+    """Never returns (unless interrupted); a bare `except Exception` must not hide the timeout."""
+    import time
+    try:
+        time.sleep(3600)
+    except Exception:
+        return [0.0] * len(completions)
+
+
+def picky_reward(prompts, completions, **kwargs):
+    """Fails on the one completion that is not a number: the error must name its sample."""
+    return [float(c) for c in completions]
+
+
+def text_reward(prompts, completions, **kwargs):
+    return ["1.0"] * len(completions)
+
+
+def short_reward(prompts, completions, **kwargs):
+    return [1.0] * (len(completions) - 1)

@@ -4,6 +4,9 @@ from __future__ import annotations
 import functools
 import inspect
 import math
+import numbers
+import signal
+import threading
 
 import torch
 
@@ -21,6 +24,7 @@ class RewardFn:
         self.fn = functools.partial(get("reward", spec.fn, f"{self.field}.fn"), **spec.params)
         self.name = spec.label
         self.weight = spec.weight
+        self.timeout_s = spec.timeout_s
 
     def required_columns(self) -> set[str]:
         """Named parameters without a default that the loop does not pass: dataset columns."""
@@ -31,18 +35,98 @@ class RewardFn:
 
     def __call__(self, prompts, completions, columns: dict, group_size: int, step: int,
                  completion_ids: list[list[int]] | None = None) -> list:
-        extra = {} if completion_ids is None else {"completion_ids": completion_ids}
+        kwargs = dict(prompts=prompts, completions=completions, group_size=group_size, step=step,
+                      **({} if completion_ids is None else {"completion_ids": completion_ids}), **columns)
         try:
-            out = self.fn(prompts=prompts, completions=completions, group_size=group_size,
-                          step=step, **extra, **columns)
+            out = self._call(kwargs)
+        except RewardTimeout:
+            raise UserError(self.where, f"reward function did not return within {self.timeout_s:g} s",
+                            f"fix it or raise {self.field}.timeout_s") from None
         except Exception as exc:
-            raise UserError(f"{self.field} ({self.name})",
-                            f"reward function raised {type(exc).__name__}: {exc}") from exc
+            i = self._failing_sample(kwargs, type(exc), len(completions))
+            at = f" on sample {i}" if i is not None else ""
+            raise UserError(self.where, f"reward function raised {type(exc).__name__}{at}: {exc}") from exc
         if not isinstance(out, (list, tuple)) or len(out) != len(completions):
-            raise UserError(f"{self.field} ({self.name})", f"returned {type(out).__name__} of length "
+            raise UserError(self.where, f"returned {type(out).__name__} of length "
                             f"{len(out) if hasattr(out, '__len__') else '?'}; expected a list of "
                             f"{len(completions)} floats or None")
-        return list(out)
+        return [self._number(v, i) for i, v in enumerate(out)]
+
+    @property
+    def where(self) -> str:
+        return f"{self.field} ({self.name})"
+
+    def _call(self, kwargs: dict):
+        with Deadline(self.timeout_s):
+            return self.fn(**kwargs)
+
+    def _failing_sample(self, kwargs: dict, error: type, n: int) -> int | None:
+        """The first sample that raises `error` on its own (the batch call named none)."""
+        for i in range(n):
+            one = {k: v[i:i + 1] if isinstance(v, (list, tuple)) and len(v) == n else v
+                   for k, v in kwargs.items()}
+            try:
+                self._call(one)
+            except error:
+                return i
+            except RewardTimeout:
+                return None
+            except Exception:  # noqa: S112  (another failure on its own says nothing about sample i)
+                continue
+        return None
+
+    def _number(self, value, i: int) -> float:
+        """A reward value as float (NaN for None); anything else is an error naming the sample."""
+        if value is None:
+            return math.nan
+        if isinstance(value, torch.Tensor) and value.numel() == 1:
+            value = value.item()
+        if not isinstance(value, numbers.Real):   # inf passes: the loop's non-finite guard handles it
+            raise UserError(self.where, f"returned {value!r} for sample {i}; a reward is a number, "
+                            f"or None where it does not apply")
+        return float(value)
+
+
+class RewardTimeout(BaseException):
+    """A BaseException, so that a reward's own `except Exception:` cannot swallow it."""
+
+
+# A real-time signal no library is likely to use (SIGALRM is math-verify's).
+_TIMEOUT_SIGNAL = signal.SIGRTMIN + 3 if hasattr(signal, "SIGRTMIN") else signal.SIGUSR2
+
+
+class Deadline:
+    """`with Deadline(s):` raises RewardTimeout in the block once it has run `s` seconds.
+
+    In the main thread a timer thread sends the main thread a signal whose handler raises: this
+    interrupts sleeps and blocking I/O (not a single long C call, which raises when it returns).
+    Elsewhere (no signal handlers off the main thread) it is a no-op."""
+
+    def __init__(self, seconds: float):
+        self.seconds, self.armed = seconds, False
+
+    def _fire(self, signum, frame):
+        if self.armed:
+            self.armed = False
+            raise RewardTimeout
+
+    def __enter__(self):
+        if threading.current_thread() is not threading.main_thread():
+            return self
+        self.old = signal.signal(_TIMEOUT_SIGNAL, self._fire)
+        self.timer = threading.Timer(self.seconds, signal.pthread_kill,
+                                     (threading.main_thread().ident, _TIMEOUT_SIGNAL))
+        self.timer.daemon, self.armed = True, True
+        self.timer.start()
+        return self
+
+    def __exit__(self, *exc):
+        if hasattr(self, "timer"):
+            self.armed = False
+            self.timer.cancel()
+            self.timer.join()
+            signal.signal(_TIMEOUT_SIGNAL, self.old)
+        return False
 
 
 def check_columns(reward_fns: list[RewardFn], row: dict) -> None:
@@ -62,7 +146,7 @@ def score(reward_fns, prompts, completions, rows, group_size: int, step: int,
     cols = []
     for fn in reward_fns:
         values = fn(prompts, completions, columns, group_size, step, completion_ids)
-        cols.append([math.nan if v is None else float(v) for v in values])
+        cols.append(values)
     return torch.tensor(cols, dtype=torch.float32).T.reshape(len(completions), len(reward_fns))
 
 

@@ -9,12 +9,11 @@ from __future__ import annotations
 import ast
 import json
 import operator
-import os
-import subprocess
-import sys
-import tempfile
+from typing import Literal
 
+from ..errors import UserError
 from ..registry import register
+from ..sandbox import Limits, SandboxUnavailable, check_host, run_python
 
 
 @register("tool", "lookup")
@@ -81,51 +80,45 @@ class Calculator:
         return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
 
 
-# Prepended to every program: sockets fail, so a program cannot reach the network through
-# Python (a process-level guard, not a kernel sandbox).
-_NO_NETWORK = ("import socket as _s\n"
-               "def _blocked(*a, **k):\n    raise OSError('network access is disabled in this sandbox')\n"
-               "_s.socket = _blocked; _s.create_connection = _blocked; _s.getaddrinfo = _blocked\n"
-               "del _s, _blocked\n")
-
-
-def _limits(memory_bytes: int, cpu_seconds: int):
-    def apply():
-        import resource
-        os.setsid()  # its own process group, so a timeout kills everything it started
-        resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
-        resource.setrlimit(resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds))
-        resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
-    return apply
-
-
 @register("tool", "python")
 class Python:
-    """Run a Python program in a subprocess (`python -I`, empty environment, a temporary working
-    directory) with a wall-time limit, a CPU-time limit, an address-space limit of `memory_mb`
-    and sockets disabled; returns its stdout (or the last line of stderr as an error), cut to
-    `max_output` characters. POSIX only (resource limits)."""
+    """Run model-written Python in a fresh sandboxed interpreter per call (`rlrecipes.sandbox`:
+    bubblewrap namespaces, a private read-only root with only the standard library, a scratch
+    tmpfs of `scratch_mb` MB and `max_files` files, seccomp, rlimits); returns its stdout (or the
+    last line of stderr as an error), cut to `max_output` characters. Limits: `timeout_s` wall
+    time (the call returns within it plus a fraction of a second), the same in CPU seconds,
+    `memory_mb` of address space. `sandbox: unsafe_local` runs the program with rlimits only,
+    no isolation: for hosts without bubblewrap and code you trust; the run's manifest, log and
+    `rlrecipes list` say so."""
 
-    def __init__(self, task=None, timeout_s: float = 5.0, memory_mb: int = 512, max_output: int = 1000):
-        self.timeout_s, self.memory_mb, self.max_output = timeout_s, memory_mb, max_output
+    def __init__(self, task=None, timeout_s: float = 5.0, memory_mb: int = 512, max_output: int = 1000,
+                 max_files: int = 64, scratch_mb: int = 16, sandbox: Literal["bwrap", "unsafe_local"] = "bwrap"):
+        self.limits = Limits(timeout_s=timeout_s, memory_mb=memory_mb, max_output=max_output,
+                             max_files=max_files, scratch_mb=scratch_mb)
+        self.sandbox = sandbox
+        if sandbox == "bwrap":
+            try:
+                check_host()
+            except SandboxUnavailable as exc:
+                raise UserError("generation.tools.tool", str(exc)) from None
 
     def __call__(self, code: str) -> str:
-        with tempfile.TemporaryDirectory() as tmp:
-            try:
-                proc = subprocess.Popen([sys.executable, "-I", "-c", _NO_NETWORK + code], cwd=tmp, env={},
-                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                        preexec_fn=_limits(self.memory_mb << 20, int(self.timeout_s) + 1))
-            except OSError as exc:
-                return f"error: could not start python: {exc}"
-            try:
-                out, err = proc.communicate(timeout=self.timeout_s)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, 9)
-                proc.communicate()
-                return f"error: timed out after {self.timeout_s:g}s"
-        if proc.returncode != 0:
-            lines = [line for line in err.strip().splitlines() if line.strip()]
-            reason = lines[-1] if lines else f"killed by signal {-proc.returncode}" if proc.returncode < 0 \
-                else f"exit status {proc.returncode}"
-            return f"error: {reason}"[:self.max_output]
-        return out[:self.max_output]
+        res = run_python(code, self.limits, self.sandbox)
+        if res.timed_out:
+            return f"error: timed out after {self.limits.timeout_s:g}s"
+        if res.output_over:
+            return f"error: output over {self.limits.output_limit} bytes; the program was stopped"
+        if res.returncode != 0:
+            lines = [line for line in res.stderr_tail.strip().splitlines() if line.strip()]
+            reason = lines[-1] if lines else f"killed by signal {-res.returncode}" if res.returncode < 0 \
+                else f"exit status {res.returncode}"
+            return f"error: {reason}"[:self.limits.max_output]
+        return res.stdout
+
+
+def tool_sandbox(recipe) -> str | None:
+    """How the recipe's tool runs model-written code: `bwrap`, `unsafe_local`, or None (no code tool)."""
+    tools = recipe.generation.tools
+    if tools is None or tools.tool.fn != "python":
+        return None
+    return tools.tool.params.get("sandbox", "bwrap")

@@ -1,0 +1,304 @@
+"""A sandbox for model-written Python: kernel isolation through bubblewrap, then a seccomp filter.
+
+The `python` tool runs code the policy wrote, thousands of times a run, so it treats it as
+hostile. Each call runs a fresh `python -I -S` (the interpreter the trainer uses, standard library
+only) under `bwrap` with:
+- namespaces: mount (a private empty root: read-only binds of the interpreter, its standard
+  library and the shared libraries they load; `/dev` minimal; no `/proc`, no host files),
+  PID (the program cannot see or signal the trainer, and every process it left dies with the
+  call), network (no device but an unused loopback), IPC, UTS, cgroup;
+- a writable scratch folder `/scratch` (the working directory and TMPDIR): a tmpfs bounded in
+  bytes and in files (`nr_inodes`), private to the call and gone with it;
+- an unprivileged identity: uid 65534 (nobody) when the trainer runs as root; otherwise the
+  trainer's own user inside a user namespace, with every capability dropped;
+- rlimits: CPU time, address space, file size, open files, process count, no core dumps;
+- a seccomp filter (no_new_privs; installed by the preamble before the user's code runs, so no
+  Python-level trick can lift it) that refuses new programs (execve), new processes (fork, clone
+  without CLONE_THREAD), sockets other than AF_UNIX, ptrace, mount/namespace calls, io_uring,
+  bpf, keyrings and module/kexec calls.
+The host side reads stdout and stderr incrementally with hard caps (nothing past the cap is held)
+and kills the whole sandbox at the wall-time limit, so a call returns within timeout + 1 s.
+
+What it does not isolate: CPU and memory bandwidth (a call can slow the trainer for its
+timeout), and kernel bugs reachable through the allowed system calls.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+import platform
+import selectors
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import sysconfig
+import time
+from dataclasses import dataclass
+
+# Syscall numbers (asm/unistd_64.h for x86_64; asm-generic/unistd.h for aarch64).
+_DENY = ("execve", "execveat", "fork", "vfork", "ptrace", "process_vm_readv", "process_vm_writev",
+         "chroot", "pivot_root", "mount", "umount2", "unshare", "setns", "open_tree", "move_mount",
+         "fsopen", "fsmount", "fspick", "mount_setattr", "keyctl", "add_key", "request_key", "bpf",
+         "perf_event_open", "userfaultfd", "io_uring_setup", "io_uring_enter", "io_uring_register",
+         "init_module", "finit_module", "delete_module", "kexec_load", "kexec_file_load", "reboot",
+         "swapon", "swapoff", "acct", "open_by_handle_at", "name_to_handle_at")
+_X86_64 = dict(socket=41, clone=56, fork=57, vfork=58, execve=59, ptrace=101, pivot_root=155, acct=163,
+               chroot=161, mount=165, umount2=166, swapon=167, swapoff=168, reboot=169, init_module=175,
+               delete_module=176, kexec_load=246, add_key=248, request_key=249, keyctl=250, unshare=272,
+               perf_event_open=298, name_to_handle_at=303, open_by_handle_at=304, setns=308,
+               process_vm_readv=310, process_vm_writev=311, finit_module=313, kexec_file_load=320,
+               bpf=321, execveat=322, userfaultfd=323, io_uring_setup=425, io_uring_enter=426,
+               io_uring_register=427, open_tree=428, move_mount=429, fsopen=430, fsmount=432,
+               fspick=433, clone3=435, mount_setattr=442)
+_AARCH64 = dict(socket=198, clone=220, execve=221, ptrace=117, pivot_root=41, acct=89, chroot=51, mount=40,
+                umount2=39, swapon=224, swapoff=225, reboot=142, init_module=105, delete_module=106,
+                kexec_load=104, add_key=217, request_key=218, keyctl=219, unshare=97, perf_event_open=241,
+                name_to_handle_at=264, open_by_handle_at=265, setns=268, process_vm_readv=270,
+                process_vm_writev=271, finit_module=273, kexec_file_load=294, bpf=280, execveat=281,
+                userfaultfd=282, io_uring_setup=425, io_uring_enter=426, io_uring_register=427,
+                open_tree=428, move_mount=429, fsopen=430, fsmount=432, fspick=433, clone3=435,
+                mount_setattr=442)
+_ARCHES = {"x86_64": (0xC000003E, _X86_64), "aarch64": (0xC00000B7, _AARCH64)}
+_EPERM, _ENOSYS, _CLONE_THREAD, _AF_UNIX = 1, 38, 0x10000, 1
+_ALLOW, _ERRNO, _KILL = 0x7FFF0000, 0x00050000, 0x80000000
+_LD, _JEQ, _JGE, _JSET, _RET = 0x20, 0x15, 0x35, 0x45, 0x06   # BPF_LD|W|ABS, BPF_JMP|…|K, BPF_RET|K
+
+
+class SandboxUnavailable(RuntimeError):
+    """The host cannot provide the isolation; the message says what is missing and how to fix it."""
+
+
+def seccomp_filter(machine: str | None = None) -> bytes:
+    """The classic-BPF seccomp program (struct sock_filter[]) for this CPU architecture.
+    A foreign architecture's syscall (e.g. x32 or i386 on x86_64) kills the process."""
+    machine = machine or platform.machine()
+    if machine not in _ARCHES:
+        raise SandboxUnavailable(f"the python tool's seccomp filter knows x86_64 and aarch64, not {machine}")
+    audit_arch, nr = _ARCHES[machine]
+    prog = [(_LD, 0, 0, 4), (_JEQ, 1, 0, audit_arch), (_RET, 0, 0, _KILL), (_LD, 0, 0, 0)]
+    if machine == "x86_64":
+        prog += [(_JGE, 0, 1, 0x40000000), (_RET, 0, 0, _KILL)]   # x32 ABI numbers
+    # clone: threads only (glibc's pthread_create); clone3 -> ENOSYS so glibc falls back to clone
+    prog += [(_JEQ, 0, 4, nr["clone"]), (_LD, 0, 0, 16), (_JSET, 0, 1, _CLONE_THREAD),
+             (_RET, 0, 0, _ALLOW), (_RET, 0, 0, _ERRNO | _EPERM),
+             (_JEQ, 0, 1, nr["clone3"]), (_RET, 0, 0, _ERRNO | _ENOSYS)]
+    prog += [(_JEQ, 0, 4, nr["socket"]), (_LD, 0, 0, 16), (_JEQ, 0, 1, _AF_UNIX),   # args[0]: the domain
+             (_RET, 0, 0, _ALLOW), (_RET, 0, 0, _ERRNO | _EPERM)]
+    for name in _DENY:
+        if name in nr:
+            prog += [(_JEQ, 0, 1, nr[name]), (_RET, 0, 0, _ERRNO | _EPERM)]
+    prog += [(_RET, 0, 0, _ALLOW)]
+    return b"".join(struct.pack("<HBBI", *ins) for ins in prog)
+
+
+# Runs inside the sandbox before the user's code: argv = [-c, code, json config, filter hex].
+# It is the only code that runs with the capabilities bwrap leaves (mount the scratch tmpfs,
+# change uid); everything it sets is kernel state that the user's code cannot undo.
+_PREAMBLE = r"""
+import sys
+def _rlrecipes_sandbox(cfg, filt):
+    import ctypes, os, resource
+    libc = ctypes.CDLL(None, use_errno=True)
+    def ok(rc, what):
+        if rc != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"{what}: {os.strerror(err)}")
+    opts = f"size={cfg['scratch_bytes']},nr_inodes={cfg['max_files'] + 1},mode=1777".encode()
+    ok(libc.mount(b"scratch", b"/scratch", b"tmpfs", 2 | 4, opts), "mount /scratch")  # nosuid, nodev
+    os.chdir("/scratch")
+    for name, value in cfg["rlimits"].items():
+        resource.setrlimit(getattr(resource, name), (value, value))
+    if cfg["uid"] is not None:   # the trainer is root: become nobody, which drops every capability
+        os.setgroups([])
+        os.setresgid(cfg["uid"], cfg["uid"], cfg["uid"])
+        os.setresuid(cfg["uid"], cfg["uid"], cfg["uid"])
+    else:                        # inside a user namespace: drop the capabilities bwrap left
+        hdr, data = (ctypes.c_uint32 * 2)(0x20080522, 0), (ctypes.c_uint32 * 6)()
+        ok(libc.capset(hdr, data), "capset")
+    ok(libc.prctl(38, 1, 0, 0, 0), "no_new_privs")
+    buf = ctypes.create_string_buffer(filt, len(filt))
+    class Fprog(ctypes.Structure):   # struct sock_fprog
+        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+    prog = Fprog(len(filt) // 8, ctypes.addressof(buf))
+    ok(libc.prctl(22, 2, ctypes.byref(prog), 0, 0), "seccomp")
+    return buf, prog
+try:
+    _keep = _rlrecipes_sandbox(__import__("json").loads(sys.argv[2]), bytes.fromhex(sys.argv[3]))
+except Exception as exc:
+    sys.stderr.write(f"rlrecipes-sandbox: setup failed: {exc}\n")
+    sys.exit(125)
+_code, sys.argv = sys.argv[1], ["-c"]
+del _rlrecipes_sandbox, _keep
+exec(compile(_code, "<tool>", "exec"), {"__name__": "__main__", "__builtins__": __builtins__})
+"""
+SETUP_FAILED = 125
+
+
+@dataclass
+class Limits:
+    timeout_s: float = 5.0
+    memory_mb: int = 512
+    max_output: int = 1000          # characters of stdout returned
+    output_limit: int = 1 << 20     # bytes of stdout+stderr after which the program is killed
+    max_files: int = 64             # files and folders in /scratch
+    scratch_mb: int = 16
+    file_mb: int = 8
+    max_procs: int = 32             # threads; new processes are refused by seccomp anyway
+    max_open_files: int = 64
+
+
+@dataclass
+class Result:
+    stdout: str
+    stderr_tail: str
+    returncode: int | None
+    timed_out: bool = False
+    output_over: bool = False
+
+
+def run_streaming(argv: list[str], limits: Limits, **popen) -> Result:
+    """Run `argv` in its own session; read stdout (first `max_output` bytes kept) and stderr
+    (last 4 KiB kept) as they come; kill the session at the wall-time limit or when the output
+    passes `output_limit` bytes. Returns within `timeout_s` + a fraction of a second."""
+    deadline = time.monotonic() + limits.timeout_s
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True, **popen)
+    out, err, total, timed_out, over = bytearray(), bytearray(), 0, False, False
+    keep = limits.max_output * 4   # bytes: up to max_output UTF-8 characters
+    with selectors.DefaultSelector() as sel:
+        sel.register(proc.stdout, selectors.EVENT_READ, out)
+        sel.register(proc.stderr, selectors.EVENT_READ, err)
+        while sel.get_map():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                timed_out = True
+                break
+            for key, _ in sel.select(left):
+                chunk = os.read(key.fd, 65536)
+                if not chunk:
+                    sel.unregister(key.fileobj)
+                    continue
+                total += len(chunk)
+                buf = key.data
+                buf += chunk
+                if buf is out:
+                    del buf[keep:]
+                else:
+                    del buf[:-4096]
+            if total > limits.output_limit:
+                over = True
+                break
+    _kill(proc)
+    code = None if timed_out or over else proc.returncode
+    return Result(out.decode(errors="replace")[:limits.max_output], err.decode(errors="replace"),
+                  code, timed_out, over)
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    """SIGKILL the session (bwrap's --die-with-parent and the PID namespace take the rest)."""
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    proc.wait()
+    proc.stdout.close()
+    proc.stderr.close()
+
+
+@functools.lru_cache(maxsize=1)
+def _python_files() -> tuple[str, list[str]]:
+    """(the real interpreter, the paths it needs read-only: stdlib folders and shared libraries)."""
+    exe = os.path.realpath(getattr(sys, "_base_executable", None) or sys.executable)
+    base = {"base": sys.base_prefix, "platbase": sys.base_exec_prefix, "installed_base": sys.base_prefix,
+            "installed_platbase": sys.base_exec_prefix}   # the interpreter's own, not a venv's
+    stdlib, platstdlib = sysconfig.get_path("stdlib", vars=base), sysconfig.get_path("platstdlib", vars=base)
+    paths = {exe, stdlib, platstdlib}
+    dynload = os.path.join(platstdlib, "lib-dynload")
+    objects = [exe] + ([os.path.join(dynload, f) for f in os.listdir(dynload)] if os.path.isdir(dynload) else [])
+    ldd = shutil.which("ldd")
+    if ldd is None:
+        raise SandboxUnavailable("the python tool's sandbox needs `ldd` (Debian/Ubuntu package libc-bin) "
+                                 "to find the interpreter's shared libraries")
+    out = subprocess.run([ldd, *objects], capture_output=True, text=True).stdout
+    for line in out.splitlines():
+        part = line.split("=>")[-1].strip().split(" (")[0]
+        if part.startswith("/"):
+            paths.add(part)
+    if os.path.exists("/etc/ld.so.cache"):
+        paths.add("/etc/ld.so.cache")
+    return exe, sorted(p for p in paths if os.path.exists(p))
+
+
+def _parents(path: str):
+    """/a/b/c -> /a/b, /a (not /)."""
+    path = os.path.dirname(path)
+    while path != "/":
+        yield path
+        path = os.path.dirname(path)
+
+
+def bwrap_argv(limits: Limits, code: str) -> list[str]:
+    """The command line of one sandboxed call."""
+    bwrap = shutil.which("bwrap")
+    if bwrap is None:
+        raise SandboxUnavailable("the python tool needs bubblewrap: `apt-get install bubblewrap` (Debian/Ubuntu), "
+                                 "`dnf install bubblewrap` (Fedora), or set sandbox: unsafe_local to run "
+                                 "model-written code without isolation")
+    exe, paths = _python_files()
+    root = os.geteuid() == 0
+    argv = [bwrap, "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
+            "--die-with-parent", "--new-session", "--hostname", "sandbox", "--clearenv",
+            "--setenv", "TMPDIR", "/scratch", "--setenv", "HOME", "/scratch", "--setenv", "PYTHONIOENCODING", "utf-8",
+            "--cap-drop", "ALL", "--cap-add", "CAP_SYS_ADMIN"]
+    argv += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"] if root else ["--unshare-user", "--uid", "0", "--gid", "0"]
+    for folder in sorted({folder for path in paths for folder in _parents(path)}):   # bwrap would create them 0700 when privileged: nobody could not enter
+        argv += ["--perms", "0755", "--dir", folder]
+    for path in paths:
+        argv += ["--ro-bind", path, path]
+    argv += ["--dev", "/dev", "--dir", "/scratch", "--remount-ro", "/dev", "--remount-ro", "/", "--chdir", "/"]
+    rlimits = {"RLIMIT_CPU": max(1, math.ceil(limits.timeout_s)), "RLIMIT_AS": limits.memory_mb << 20,
+               "RLIMIT_FSIZE": limits.file_mb << 20, "RLIMIT_NOFILE": limits.max_open_files,
+               "RLIMIT_NPROC": limits.max_procs, "RLIMIT_CORE": 0}
+    cfg = {"uid": 65534 if root else None, "rlimits": rlimits, "max_files": limits.max_files,
+           "scratch_bytes": limits.scratch_mb << 20}
+    return argv + ["--", exe, "-I", "-S", "-B", "-c", _PREAMBLE, code, json.dumps(cfg), seccomp_filter().hex()]
+
+
+def local_argv(limits: Limits, code: str) -> list[str]:
+    """`sandbox: unsafe_local`: the interpreter with rlimits only; no isolation at all."""
+    return [sys.executable, "-I", "-S", "-c", code]
+
+
+def local_limits(limits: Limits):
+    def apply():
+        import resource
+        resource.setrlimit(resource.RLIMIT_AS, (limits.memory_mb << 20,) * 2)
+        resource.setrlimit(resource.RLIMIT_CPU, (max(1, math.ceil(limits.timeout_s)),) * 2)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limits.file_mb << 20,) * 2)
+    return apply
+
+
+def run_python(code: str, limits: Limits, mode: str = "bwrap") -> Result:
+    if mode == "unsafe_local":
+        import tempfile
+        with tempfile.TemporaryDirectory() as tmp:
+            return run_streaming(local_argv(limits, code), limits, cwd=tmp, env={}, preexec_fn=local_limits(limits))
+    return run_streaming(bwrap_argv(limits, code), limits)
+
+
+@functools.lru_cache(maxsize=None)
+def check_host() -> None:
+    """Raise SandboxUnavailable (one line: what is missing, how to fix it) unless a sandboxed
+    `print(6 * 7)` prints 42 here. Cached per process."""
+    res = run_python("print(6 * 7)", Limits(timeout_s=20))
+    if res.stdout.strip() != "42":
+        lines = [ln for ln in res.stderr_tail.splitlines() if ln.strip()]
+        why = lines[-1] if lines else f"exit status {res.returncode}"
+        raise SandboxUnavailable(f"the python tool's sandbox cannot start here ({why}); it needs bubblewrap and "
+                                 "unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1, "
+                                 "user.max_user_namespaces > 0) or root; or set sandbox: unsafe_local")
