@@ -5,6 +5,7 @@ from pathlib import Path
 
 from .config import load_recipe, to_dict
 from .errors import UserError
+from .rollout.tools import tool_sandbox
 
 
 def recipe_rows(directory: Path) -> list[dict]:
@@ -15,10 +16,10 @@ def recipe_rows(directory: Path) -> list[dict]:
             r = load_recipe(path)
             rows.append({"name": r.name, "path": str(path), "paper": r.paper.title,
                          "arxiv": r.paper.arxiv, "status": r.fidelity.status,
-                         "presets": sorted(r.presets), "summary": r.summary})
+                         "presets": sorted(r.presets), "summary": r.summary, "tool_sandbox": tool_sandbox(r)})
         except UserError as err:
             rows.append({"name": path.stem, "path": str(path), "paper": None, "arxiv": None,
-                         "status": "invalid", "presets": [], "summary": str(err)})
+                         "status": "invalid", "presets": [], "summary": str(err), "tool_sandbox": None})
     return rows
 
 

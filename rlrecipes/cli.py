@@ -89,7 +89,8 @@ def list_cmd(directory: Path = typer.Option(Path("recipes"), "--dir", help="fold
     for col in ("name", "paper", "arxiv", "status", "presets"):
         table.add_column(col, overflow="fold")
     for r in rows:
-        table.add_row(r["name"], r["paper"] or r["summary"], r["arxiv"] or "", r["status"], ", ".join(r["presets"]))
+        status = r["status"] + (" (python tool NOT sandboxed: unsafe_local)" if r["tool_sandbox"] == "unsafe_local" else "")
+        table.add_row(r["name"], r["paper"] or r["summary"], r["arxiv"] or "", status, ", ".join(r["presets"]))
     console.print(table)
 
 

@@ -23,6 +23,7 @@ from .errors import UserError
 from .model import load_tokenizer, resolve_path
 from .progress import StepProgress
 from .rollout.multiturn import make_generator
+from .rollout.tools import require_sandbox, tool_sandbox
 from .registry import get
 from .rewards.combine import RewardFn, check_columns
 from .sft import run_sft
@@ -75,7 +76,8 @@ def write_manifest(run_dir: Path, recipe, accelerator, recipe_path: str | None =
     manifest = {"command": sys.argv, "recipe_path": recipe_path, "python": platform.python_version(),
                 "versions": versions, "git_commit": git_commit(), "seed": recipe.train.seed,
                 "device": str(accelerator.device), "processes": accelerator.num_processes,
-                "recipe_sha256": hashlib.sha256(resolved.encode()).hexdigest()}
+                "recipe_sha256": hashlib.sha256(resolved.encode()).hexdigest(),
+                "tool_sandbox": tool_sandbox(recipe)}
     (run_dir / "manifest.json").write_text(json.dumps(manifest, indent=2))
     (run_dir / "recipe.yaml").write_text(resolved)
 
@@ -100,6 +102,8 @@ def train(recipe, output_dir: str | None = None, say=print, resume: str | None =
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
+    if tool_sandbox(recipe) == "bwrap":
+        require_sandbox()   # before a run directory exists
     acc = Accelerator(cpu=not torch.cuda.is_available())  # cpu=True lets torchrun on CPU use gloo
     if recipe.train.prompts_per_step % acc.num_processes:
         raise UserError("train.prompts_per_step", f"{recipe.train.prompts_per_step} prompts do not split "
@@ -137,6 +141,8 @@ def train(recipe, output_dir: str | None = None, say=print, resume: str | None =
                           format=lambda texts, rows=None: format_prompts(tokenizer, texts, chat, rows),
                           generator=make_generator(recipe, task))
     say(f"run directory: {run_dir}" + (f" (resuming from {resume_from.name})" if resume_from else ""))
+    if tool_sandbox(recipe) == "unsafe_local":
+        say("warning: the python tool runs model-written code WITHOUT isolation (sandbox: unsafe_local)")
     for stage in recipe.stages:
         if stage.kind == "sft":
             base_path = str(run_dir / "sft-model")

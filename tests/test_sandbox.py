@@ -242,3 +242,37 @@ def test_unsafe_local_runs_unisolated_only_when_asked():
     py = get("tool", "python")(sandbox="unsafe_local", timeout_s=2.0)
     assert py("print(6 * 7)").strip() == "42"
     assert "root" in py("print(open('/etc/passwd').read())")   # the point: no isolation
+
+
+# --- in a run -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("mode", ["bwrap", "unsafe_local"])
+def test_tool_runs_record_the_sandbox_in_manifest_log_and_list(mode, tmp_path, monkeypatch):
+    import json
+    from rlrecipes.config import load_recipe
+    from rlrecipes.rollout.tools import Python
+    from rlrecipes.run import train
+    from .conftest import FAST
+    calls = []
+    original = Python.__call__
+    monkeypatch.setattr(Python, "__call__", lambda self, code: calls.append(self.sandbox) or original(self, code))
+    tool = f"generation.tools.tool={{fn: python, timeout_s: 2, sandbox: {mode}}}"
+    r = load_recipe("recipes/otc_po.yaml", "tiny", FAST[:1] + ["train.steps=1", "train.prompts_per_step=2",
+                    "train.group_size=2", "eval.at_start=false", "eval.at_end=false",
+                    "generation.max_new_tokens=24", tool])
+    said = []
+    train(r, str(tmp_path / "run"), say=said.append)
+    assert set(calls) == {mode}, "the SFT model made no tool call; nothing went through the sandbox"
+    assert json.loads((tmp_path / "run" / "manifest.json").read_text())["tool_sandbox"] == mode
+    warned = [s for s in said if "WITHOUT isolation" in str(s)]
+    assert len(warned) == (mode == "unsafe_local")
+
+    from typer.testing import CliRunner
+    from rlrecipes.cli import app
+    folder = tmp_path / "recipes"
+    folder.mkdir()
+    (folder / "code.yaml").write_text((tmp_path / "run" / "recipe.yaml").read_text())
+    out = CliRunner().invoke(app, ["list", "--dir", str(folder), "--json"]).output
+    assert json.loads(out)[0]["tool_sandbox"] == mode
+    table = CliRunner().invoke(app, ["list", "--dir", str(folder)]).output
+    assert ("NOT sandboxed" in table) == (mode == "unsafe_local")

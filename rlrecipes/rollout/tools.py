@@ -97,10 +97,7 @@ class Python:
                              max_files=max_files, scratch_mb=scratch_mb)
         self.sandbox = sandbox
         if sandbox == "bwrap":
-            try:
-                check_host()
-            except SandboxUnavailable as exc:
-                raise UserError("generation.tools.tool", str(exc)) from None
+            require_sandbox()
 
     def __call__(self, code: str) -> str:
         res = run_python(code, self.limits, self.sandbox)
@@ -114,6 +111,14 @@ class Python:
                 else f"exit status {res.returncode}"
             return f"error: {reason}"[:self.limits.max_output]
         return res.stdout
+
+
+def require_sandbox() -> None:
+    """A one-line UserError unless this host can run the python tool's sandbox."""
+    try:
+        check_host()
+    except SandboxUnavailable as exc:
+        raise UserError("generation.tools.tool", str(exc)) from None
 
 
 def tool_sandbox(recipe) -> str | None:
