@@ -150,6 +150,7 @@ class Generation(Strict):
     top_k: int = Field(0, ge=0)
     min_new_tokens: int = Field(0, ge=0)
     tools: ToolUse | None = None
+    engine: Literal["hf", "fast"] = "hf"   # fast: rlrecipes/rollout/engine.py (prompt prefilled once per group)
 
 
 class Eval(Strict):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 
 from ..registry import get
+from .engine import fast_generate, fast_supported, sample
 from .generate import Rollout, decode, generate
 
 
@@ -38,10 +39,11 @@ class ToolRollouts:
     """`generate`'s drop-in for recipes with `generation.tools`: (model, tokenizer, prompts, gen,
     device, repeat) -> Rollout."""
 
-    def __init__(self, spec, task=None):
+    def __init__(self, spec, task=None, engine: str = "hf"):
         cls = get("tool", spec.tool.fn, "generation.tools.tool.fn")
         self.tool = cls(task=task, **spec.tool.params)
         self.max_turns, self.call, self.result = spec.max_turns, spec.call, spec.result
+        self.engine = engine
 
     def run_tool(self, text: str) -> str:
         query = text[text.rfind(self.call[0]) + len(self.call[0]):text.rfind(self.call[1])]
@@ -50,6 +52,19 @@ class ToolRollouts:
         except Exception as exc:  # a tool bug is an observation, not a crash of the run
             answer = f"error: {type(exc).__name__}: {exc}"
         return f"{self.result[0]}{answer}{self.result[1]}"
+
+    def _generate(self, model, tokenizer, ids, mask, budget: int, gen, close: list[int], is_call) -> torch.Tensor:
+        """One turn's new tokens for every active row: until EOS or the closing call tag."""
+        eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+        if self.engine == "fast" and fast_supported(model) is None:
+            stop = {"stop_ids": [eos, close[0]]} if len(close) == 1 else {"stop_ids": [eos], "stop_text": is_call}
+            return sample(model, ids, mask, 1, budget, pad_id=pad, temperature=gen.temperature,
+                          top_k=gen.top_k, top_p=gen.top_p, **stop)
+        stop = {"eos_token_id": [eos, close[0]]} if len(close) == 1 else \
+            {"eos_token_id": eos, "stop_strings": [self.call[1]], "tokenizer": tokenizer}
+        out = model.generate(input_ids=ids, attention_mask=mask, do_sample=True, temperature=gen.temperature,
+                             top_p=gen.top_p, top_k=gen.top_k, max_new_tokens=budget, pad_token_id=pad, **stop)
+        return out[:, ids.shape[1]:]
 
     @torch.no_grad()
     def __call__(self, model, tokenizer, prompts: list[str], gen, device, repeat: int = 1) -> Rollout:
@@ -61,16 +76,12 @@ class ToolRollouts:
         resp, sampled = [[] for _ in range(N)], [[] for _ in range(N)]
         calls, turns, obs_tokens, ended = [0] * N, [0] * N, [0] * N, [False] * N
         active = list(range(N))
-        stop = {"eos_token_id": [eos, close[0]]} if len(close) == 1 else \
-            {"eos_token_id": eos, "stop_strings": [self.call[1]], "tokenizer": tokenizer}
         was_training = model.training
         model.eval()
         while active:
             budget = max(gen.max_new_tokens - len(resp[i]) for i in active)
             ids, mask = _left_pad([context[i] + resp[i] for i in active], pad, device)
-            out = model.generate(input_ids=ids, attention_mask=mask, do_sample=True, temperature=gen.temperature,
-                                 top_p=gen.top_p, top_k=gen.top_k, max_new_tokens=budget, pad_token_id=pad, **stop)
-            new = out[:, ids.shape[1]:].tolist()
+            new = self._generate(model, tokenizer, ids, mask, budget, gen, close, is_call).tolist()
             still = []
             for row, i in enumerate(active):
                 toks, ended[i] = _turn(new[row], eos, pad, is_call)
@@ -104,5 +115,9 @@ class ToolRollouts:
 
 
 def make_generator(recipe, task=None):
-    """The recipe's generator: plain batched sampling, or tool rollouts with `generation.tools`."""
-    return ToolRollouts(recipe.generation.tools, task) if recipe.generation.tools else generate
+    """The recipe's generator: plain batched sampling, or tool rollouts with `generation.tools`,
+    through `generation.engine`."""
+    engine = recipe.generation.engine
+    if recipe.generation.tools:
+        return ToolRollouts(recipe.generation.tools, task, engine)
+    return fast_generate if engine == "fast" else generate

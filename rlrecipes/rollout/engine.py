@@ -1,0 +1,257 @@
+"""The `fast` rollout engine (`generation.engine: fast`): our own decode loop for Qwen2/Llama-
+architecture text models, behind the same interface as `generate`.
+
+What it does differently from HF `generate`:
+- each distinct prompt is prefilled once and its KV cache copied into its G sample rows
+  (`repeat`), instead of prefilling the same prompt G times;
+- the KV cache is preallocated for prompt + max_new_tokens (no growing concatenations);
+- rows that finished (EOS or a stop token) leave the active batch, so one long completion does
+  not keep the other rows decoding;
+- it reads effective weights once per policy update: plain layers are used in place (no copy),
+  LoRA layers are merged into a generation copy (W + s·BA; the training weights are untouched),
+  4-bit layers (QLoRA) are dequantised once into that copy instead of at every token. The copy
+  is cached until a trainable parameter changes (`Tensor._version`, bumped by the optimizer);
+- sampling follows `generate` with do_sample: min_new_tokens masks EOS, then temperature, top-k,
+  top-p, softmax, multinomial. Unlike our `hf` path it ignores the checkpoint's own
+  `generation_config` (e.g. a repetition penalty), so samples come from the policy the loss uses.
+
+Models it does not cover (vision-language prompts, other architectures, dynamic RoPE scaling,
+DoRA adapters) go to `generate` unchanged; `fast_supported` says why.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .generate import Rollout, completion_mask, decode, encode_prompts, generate
+
+_ARCHES = ("qwen2", "llama")
+_STATIC_ROPE = ("default", "linear", "llama3")
+
+
+def fast_supported(model, prompts=()) -> str | None:
+    """None if the fast engine can run this model on these prompts, else the reason it cannot."""
+    from ..vision import ImagePrompt
+    base = _base(model)
+    kind = getattr(base.config, "model_type", None)
+    if kind not in _ARCHES:
+        return f"architecture {kind!r} (the fast engine knows {', '.join(_ARCHES)})"
+    rope = getattr(base.model.rotary_emb, "rope_type", "default")
+    if rope not in _STATIC_ROPE:
+        return f"RoPE type {rope!r}"
+    if any(isinstance(p, ImagePrompt) for p in prompts):
+        return "image prompts"
+    from peft.tuners.lora import LoraLayer
+    if any(m.use_dora.get(a) for m in base.modules() if isinstance(m, LoraLayer) for a in m.active_adapters):
+        return "DoRA adapters"
+    return None
+
+
+def _base(model):
+    """The transformers model under a peft wrapper."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+# --- weights --------------------------------------------------------------------------------
+
+def _linear(mod, dtype) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(effective weight [out, in], bias) of a Linear, a bitsandbytes Linear4bit or a peft LoRA
+    layer around either; plain weights are returned as they are (no copy)."""
+    from peft.tuners.lora import LoraLayer
+    if isinstance(mod, LoraLayer):
+        weight, bias = _linear(mod.get_base_layer(), dtype)
+        if not mod.disable_adapters and not mod.merged:
+            for name in mod.active_adapters:
+                if name in mod.lora_A:
+                    weight = weight + mod.get_delta_weight(name).to(weight.dtype)
+        return weight, bias
+    if type(mod).__name__ == "Linear4bit":
+        import bitsandbytes.functional as bnbf
+        weight = bnbf.dequantize_4bit(mod.weight.data, mod.weight.quant_state).to(dtype)
+        return weight, mod.bias
+    return mod.weight, mod.bias
+
+
+class Weights:
+    """The tensors one decode step reads, taken from a (peft-wrapped) Qwen2/Llama model."""
+
+    def __init__(self, model):
+        base = _base(model)
+        inner, cfg = base.model, base.config
+        self.dtype = inner.embed_tokens.weight.dtype
+        self.embed = inner.embed_tokens.weight
+        self.layers = []
+        for layer in inner.layers:
+            att, mlp = layer.self_attn, layer.mlp
+            self.layers.append({
+                **{k: _linear(getattr(att, f"{k}_proj"), self.dtype) for k in "qkvo"},
+                **{k: _linear(getattr(mlp, f"{k}_proj"), self.dtype) for k in ("gate", "up", "down")},
+                "ln1": (layer.input_layernorm.weight, layer.input_layernorm.variance_epsilon),
+                "ln2": (layer.post_attention_layernorm.weight, layer.post_attention_layernorm.variance_epsilon)})
+        self.norm = (inner.norm.weight, inner.norm.variance_epsilon)
+        self.lm_head = _linear(base.lm_head, self.dtype)[0]
+        self.heads, self.kv_heads = cfg.num_attention_heads, cfg.num_key_value_heads
+        self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+        rotary = inner.rotary_emb
+        self.inv_freq, self.rope_scale = rotary.inv_freq.float(), float(getattr(rotary, "attention_scaling", 1.0))
+
+
+def weights_of(model) -> Weights:
+    """`Weights(model)`, cached on the model until a trainable parameter changes in place."""
+    version = tuple(p._version for p in model.parameters() if p.requires_grad)
+    cached = getattr(model, "_rlrecipes_fast_weights", None)
+    if cached is None or cached[0] != version:
+        cached = (version, Weights(model))
+        object.__setattr__(model, "_rlrecipes_fast_weights", cached)
+    return cached[1]
+
+
+# --- the forward ----------------------------------------------------------------------------
+
+def _rms(x, weight_eps):
+    weight, eps = weight_eps
+    x32 = x.float()
+    return weight * (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype)
+
+
+def _rope(x, cos, sin):
+    half = x.shape[-1] // 2
+    rotated = torch.cat((-x[..., half:], x[..., :half]), -1)
+    return x * cos + rotated * sin
+
+
+def _proj(x, weight_bias):
+    weight, bias = weight_bias
+    return F.linear(x, weight, bias)
+
+
+class Cache:
+    """Preallocated keys and values [L][N, H_kv, width, D] and which key slots are real."""
+
+    def __init__(self, w: Weights, N: int, width: int, device):
+        shape = (N, w.kv_heads, width, w.head_dim)
+        self.k = [torch.zeros(shape, dtype=w.dtype, device=device) for _ in w.layers]
+        self.v = [torch.zeros(shape, dtype=w.dtype, device=device) for _ in w.layers]
+        self.valid_NS = torch.zeros(N, width, dtype=torch.bool, device=device)
+        self.length = 0
+
+    def keep(self, rows: torch.Tensor) -> None:
+        """Compaction: only `rows` stay."""
+        self.k = [k[rows] for k in self.k]
+        self.v = [v[rows] for v in self.v]
+        self.valid_NS = self.valid_NS[rows]
+
+
+def forward(w: Weights, ids_NS, pos_NS, valid_NS, cache: Cache) -> torch.Tensor:
+    """Float32 logits of each row's last position after appending `ids_NS` (at positions
+    `pos_NS`; `valid_NS` False on left padding) to the cache."""
+    N, S = ids_NS.shape
+    device, t0, t1 = ids_NS.device, cache.length, cache.length + S
+    angles = pos_NS.float().unsqueeze(-1) * w.inv_freq.to(device)
+    emb = torch.cat((angles, angles), -1)
+    cos = (emb.cos() * w.rope_scale).to(w.dtype).unsqueeze(1)
+    sin = (emb.sin() * w.rope_scale).to(w.dtype).unsqueeze(1)
+    cache.valid_NS[:, t0:t1] = valid_NS
+    keys, queries = torch.arange(t1, device=device), torch.arange(t0, t1, device=device).unsqueeze(1)
+    # causal over real keys; a padding query sees itself (its output is never used; no NaN)
+    mask = (cache.valid_NS[:, None, None, :t1] & (keys <= queries)) | (keys == queries)
+    h = w.embed[ids_NS]
+    for layer, k_cache, v_cache in zip(w.layers, cache.k, cache.v):
+        x = _rms(h, layer["ln1"])
+        q = _proj(x, layer["q"]).view(N, S, w.heads, w.head_dim).transpose(1, 2)
+        k = _proj(x, layer["k"]).view(N, S, w.kv_heads, w.head_dim).transpose(1, 2)
+        k_cache[:, :, t0:t1] = _rope(k, cos, sin)
+        v_cache[:, :, t0:t1] = _proj(x, layer["v"]).view(N, S, w.kv_heads, w.head_dim).transpose(1, 2)
+        att = F.scaled_dot_product_attention(_rope(q, cos, sin), k_cache[:, :, :t1], v_cache[:, :, :t1],
+                                             attn_mask=mask, enable_gqa=w.kv_heads != w.heads)
+        h = h + _proj(att.transpose(1, 2).reshape(N, S, -1), layer["o"])
+        x = _rms(h, layer["ln2"])
+        h = h + _proj(F.silu(_proj(x, layer["gate"])) * _proj(x, layer["up"]), layer["down"])
+    cache.length = t1
+    return F.linear(_rms(h[:, -1], w.norm), w.lm_head).float()
+
+
+# --- sampling -------------------------------------------------------------------------------
+
+def warp(logits_NV, step: int, *, stop_ids, min_new: int = 0, temperature: float = 1.0, top_k: int = 0,
+         top_p: float = 1.0) -> torch.Tensor:
+    """The scores `generate` samples from: min_new_tokens bans the stop ids, then temperature,
+    top-k and top-p (transformers' logits warpers, in their order); removed tokens are -inf."""
+    if step < min_new:
+        logits_NV = logits_NV.index_fill(1, torch.as_tensor(stop_ids, device=logits_NV.device), float("-inf"))
+    logits_NV = logits_NV / temperature
+    if top_k > 0:
+        kth = torch.topk(logits_NV, min(top_k, logits_NV.shape[-1])).values[:, -1:]
+        logits_NV = logits_NV.masked_fill(logits_NV < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_NV, order_NV = torch.sort(logits_NV, descending=False)
+        drop_NV = sorted_NV.softmax(-1).cumsum(-1) <= 1 - top_p
+        drop_NV[:, -1] = False
+        logits_NV = logits_NV.masked_fill(drop_NV.scatter(1, order_NV, drop_NV), float("-inf"))
+    return logits_NV
+
+
+def choose(logits_NV, step: int, *, greedy: bool = False, **how) -> torch.Tensor:
+    """Next tokens: the argmax (greedy, after min_new_tokens) or a draw from `warp`'s scores."""
+    if greedy:
+        return warp(logits_NV, step, **{**how, "temperature": 1.0, "top_k": 0, "top_p": 1.0}).argmax(-1)
+    return torch.multinomial(warp(logits_NV, step, **how).softmax(-1), 1).squeeze(1)
+
+
+@torch.no_grad()
+def sample(model, ids_BP, mask_BP, repeat: int, max_new: int, *, stop_ids: list[int], pad_id: int,
+           stop_text=None, with_logp: bool = False, **how):
+    """Completion ids [B*repeat, T] (T <= max_new; pad after a row's stop token), `repeat`
+    consecutive samples per prompt. `how`: min_new, temperature, top_k, top_p, greedy (see
+    `choose`). `stop_text(token_ids) -> bool` ends a row on a multi-token stop string.
+    `with_logp`: also the engine's log-prob of each sampled token under logits / temperature
+    (what the loss recomputes), as ([N, T] ids, [N, T] log-probs)."""
+    w = weights_of(model)
+    B, P = ids_BP.shape
+    device, N = ids_BP.device, B * repeat
+    cache = Cache(w, B, P + max_new, device)
+    logits_NV = forward(w, ids_BP, (mask_BP.cumsum(-1) - 1).clamp(min=0), mask_BP.bool(), cache)
+    expand = torch.arange(B, device=device).repeat_interleave(repeat)
+    cache.keep(expand)                              # the prompt's cache, computed once, for its G rows
+    logits_NV, pos_N = logits_NV[expand], mask_BP.sum(-1)[expand]
+    out_NT = torch.full((N, max_new), pad_id, dtype=torch.long, device=device)
+    logp_NT = torch.zeros(N, max_new, device=device) if with_logp else None
+    row_N = torch.arange(N, device=device)          # the output row of each cache row
+    alive_N = torch.ones(N, dtype=torch.bool, device=device)
+    stops = torch.tensor(stop_ids, device=device)
+    width = 0
+    for t in range(max_new):
+        tok_N = choose(logits_NV, t, stop_ids=stop_ids, **how)
+        out_NT[row_N[alive_N], t] = tok_N[alive_N]
+        if with_logp:
+            lp_N = (logits_NV / how.get("temperature", 1.0)).log_softmax(-1).gather(1, tok_N[:, None]).squeeze(1)
+            logp_NT[row_N[alive_N], t] = lp_N[alive_N]
+        width = t + 1
+        done_N = torch.isin(tok_N, stops)
+        if stop_text is not None:
+            done_N |= torch.tensor([bool(a) and stop_text(out_NT[r, :t + 1]) for r, a in
+                                    zip(row_N.tolist(), alive_N.tolist())], device=device)
+        alive_N &= ~done_N
+        if not alive_N.any() or t + 1 == max_new:
+            break
+        if (~alive_N).sum() * 8 >= len(alive_N):    # compaction: finished rows leave the batch
+            keep = alive_N.nonzero().squeeze(1)
+            cache.keep(keep)
+            row_N, tok_N, pos_N, alive_N = row_N[keep], tok_N[keep], pos_N[keep], alive_N[keep]
+        logits_NV = forward(w, tok_N.unsqueeze(1), pos_N.unsqueeze(1), torch.ones_like(tok_N, dtype=torch.bool).unsqueeze(1), cache)
+        pos_N = pos_N + 1
+    return (out_NT[:, :width], logp_NT[:, :width]) if with_logp else out_NT[:, :width]
+
+
+def fast_generate(model, tokenizer, prompts: list[str], gen, device, repeat: int = 1) -> Rollout:
+    """`generate`'s drop-in: the same Rollout, each prompt prefilled once for its `repeat` rows."""
+    if fast_supported(model, prompts) is not None:
+        return generate(model, tokenizer, prompts, gen, device, repeat)
+    ids_BP, mask_BP = encode_prompts(tokenizer, prompts, device)
+    completion_NT = sample(model, ids_BP, mask_BP, repeat, gen.max_new_tokens, stop_ids=[tokenizer.eos_token_id],
+                           pad_id=tokenizer.pad_token_id, min_new=gen.min_new_tokens, temperature=gen.temperature,
+                           top_k=gen.top_k, top_p=gen.top_p)
+    ids_NP, mask_NP = ids_BP.repeat_interleave(repeat, 0), mask_BP.repeat_interleave(repeat, 0)
+    cmask_NT = completion_mask(completion_NT, tokenizer.eos_token_id)
+    truncated_N = ~(completion_NT == tokenizer.eos_token_id).any(1)
+    return Rollout(ids_NP, mask_NP, completion_NT, cmask_NT, decode(tokenizer, completion_NT, cmask_NT), truncated_N)

@@ -1,0 +1,161 @@
+"""The `fast` rollout engine (rlrecipes/rollout/engine.py) against HF `generate`: token for token
+when decoding is deterministic (greedy, or top_k=1 through the sampling path), for left-padded
+prompts of different lengths, rows that stop at different steps (compaction), LoRA, QLoRA and
+tool rollouts; with sampling, its log-probs equal those the loss recomputes."""
+import pytest
+import torch
+
+from rlrecipes.config import Generation, ModelConfig, ToolUse
+from rlrecipes.logprobs import token_logprobs
+from rlrecipes.model import load_policy
+from rlrecipes.registry import register
+from rlrecipes.rollout.engine import fast_generate, fast_supported, sample, weights_of
+from rlrecipes.rollout.generate import completion_mask, encode_prompts, generate
+from rlrecipes.rollout.multiturn import ToolRollouts
+
+PROMPTS = ["12+34=", "7+8=?", "What is 100+250? Answer:", "9"]
+
+
+def _sharpen(model, scale: float = 6.0):
+    """A random tiny model's logits are nearly flat (one token repeated); scaled-up weights make
+    varied, confident outputs, so equal sequences mean something."""
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() == 2 and p.dtype.is_floating_point and "lora_A" not in name:
+                p.mul_(scale)
+    return model
+
+
+def _policy(adapter: str):
+    model, tok = load_policy(ModelConfig(name_or_path="tiny", adapter=adapter), torch.device("cpu"))
+    if adapter == "qlora":
+        return model.eval(), tok   # 4-bit weights cannot be scaled in place
+    _sharpen(model)
+    with torch.no_grad():      # a LoRA adapter starts as a no-op (B = 0): give it a real update
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5, generator=torch.Generator().manual_seed(hash(name) % 1000))
+    return model.eval(), tok
+
+
+def _stop_token(model, tok, ids, mask) -> int:
+    """A token that greedy decoding emits in some rows but not first: rows stop at different steps."""
+    out = sample(model, ids, mask, 1, 24, stop_ids=[tok.eos_token_id], pad_id=tok.pad_token_id, greedy=True)
+    counts = torch.bincount(out[:, 3:].flatten(), minlength=len(tok))
+    counts[tok.pad_token_id] = 0
+    return int(counts.argmax())
+
+
+@pytest.mark.parametrize("adapter", ["none", "lora", "qlora"])
+def test_greedy_equals_hf_generate_token_for_token(adapter):
+    model, tok = _policy(adapter)
+    assert fast_supported(model) is None
+    ids, mask = encode_prompts(tok, PROMPTS, "cpu")
+    stop = _stop_token(model, tok, ids, mask)
+    ours = sample(model, ids, mask, 3, 24, stop_ids=[stop], pad_id=tok.pad_token_id, greedy=True)
+    hf = model.generate(input_ids=ids.repeat_interleave(3, 0), attention_mask=mask.repeat_interleave(3, 0),
+                        do_sample=False, max_new_tokens=24, pad_token_id=tok.pad_token_id,
+                        eos_token_id=stop)[:, ids.shape[1]:]
+    lengths = (hf != tok.pad_token_id).sum(1)
+    assert lengths.unique().numel() > 1, "every row stopped at the same step; compaction untested"
+    assert len(set(map(tuple, hf.tolist()))) >= 3, "outputs too uniform to compare"
+    assert torch.equal(ours, hf)
+
+
+def test_rollouts_equal_hf_through_the_sampling_path_and_weights_stay_intact():
+    model, tok = _policy("lora")
+    before = {n: (p.detach().clone(), p._version) for n, p in model.named_parameters()}
+    gen = Generation(max_new_tokens=16, top_k=1, min_new_tokens=2)   # top_k=1: deterministic sampling
+    ours, hf = fast_generate(model, tok, PROMPTS, gen, "cpu", repeat=2), generate(model, tok, PROMPTS, gen, "cpu", repeat=2)
+    for field in ("prompt_ids_NP", "prompt_mask_NP", "completion_ids_NT", "completion_mask_NT", "truncated_N"):
+        assert torch.equal(getattr(ours, field), getattr(hf, field)), field
+    assert ours.texts == hf.texts
+    assert all(torch.equal(p, before[n][0]) and p._version == before[n][1] for n, p in model.named_parameters())
+
+
+def test_sampled_logprobs_are_the_policys():
+    model, tok = _policy("lora")
+    ids, mask = encode_prompts(tok, PROMPTS, "cpu")
+    torch.manual_seed(0)
+    comp, logp = sample(model, ids, mask, 4, 12, stop_ids=[tok.eos_token_id], pad_id=tok.pad_token_id,
+                        temperature=0.8, with_logp=True)
+    cmask = completion_mask(comp, tok.eos_token_id)
+    ours, _ = token_logprobs(model, ids.repeat_interleave(4, 0), mask.repeat_interleave(4, 0), comp, cmask, 0.8)
+    keep = cmask.bool()
+    assert keep.sum() > 40 and len(set(map(tuple, comp.tolist()))) > 4
+    assert torch.allclose(logp[keep], ours[keep], atol=1e-4)
+
+
+def test_generation_weights_follow_optimizer_steps():
+    model, tok = _policy("lora")
+    first = weights_of(model)
+    assert weights_of(model) is first                       # cached while nothing changed
+    params = [p for p in model.parameters() if p.requires_grad]
+    for p in params:
+        p.grad = torch.randn_like(p)
+    torch.optim.SGD(params, lr=0.5).step()
+    assert weights_of(model) is not first
+    ids, mask = encode_prompts(tok, PROMPTS, "cpu")
+    ours = sample(model, ids, mask, 1, 12, stop_ids=[tok.eos_token_id], pad_id=tok.pad_token_id, greedy=True)
+    hf = model.generate(input_ids=ids, attention_mask=mask, do_sample=False, max_new_tokens=12,
+                        pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)[:, ids.shape[1]:]
+    assert torch.equal(ours, hf)
+
+
+@register("tool", "_echo_len")
+class EchoLength:
+    def __init__(self, task=None):
+        pass
+
+    def __call__(self, query: str) -> str:
+        return str(len(query))
+
+
+def test_tool_rollouts_equal_hf():
+    model, tok = _policy("lora")
+    spec = ToolUse(tool={"fn": "_echo_len"}, max_turns=2)
+    gen = Generation(max_new_tokens=40, top_k=1)
+    call = tok.convert_tokens_to_ids("<search>")
+    with torch.no_grad():   # make calls likely: the tag's logit up everywhere
+        model.get_base_model().lm_head.weight[call] *= 1.5
+    ours = ToolRollouts(spec, engine="fast")(model, tok, PROMPTS, gen, "cpu", repeat=2)
+    hf = ToolRollouts(spec, engine="hf")(model, tok, PROMPTS, gen, "cpu", repeat=2)
+    assert ours.stats["calls"].sum() > 0, "no tool call made; the test would be empty"
+    for field in ("completion_ids_NT", "completion_mask_NT", "loss_mask_NT", "truncated_N"):
+        assert torch.equal(getattr(ours, field), getattr(hf, field)), field
+    assert all(torch.equal(ours.stats[k], hf.stats[k]) for k in hf.stats)
+
+
+@pytest.mark.parametrize("how", [dict(temperature=0.7), dict(top_k=3), dict(top_p=0.8, temperature=1.3),
+                                 dict(top_k=5, top_p=0.5, temperature=0.5), dict(min_new=2)])
+def test_warp_equals_transformers_logits_processors(how):
+    from transformers import (LogitsProcessorList, MinNewTokensLengthLogitsProcessor, TemperatureLogitsWarper,
+                              TopKLogitsWarper, TopPLogitsWarper)
+    from rlrecipes.rollout.engine import warp
+    logits = torch.randn(6, 50, generator=torch.Generator().manual_seed(0)) * 3
+    procs = LogitsProcessorList()
+    if how.get("min_new"):
+        procs.append(MinNewTokensLengthLogitsProcessor(prompt_length_to_skip=4, min_new_tokens=how["min_new"], eos_token_id=[7, 9]))
+    if "temperature" in how:
+        procs.append(TemperatureLogitsWarper(how["temperature"]))
+    if "top_k" in how:
+        procs.append(TopKLogitsWarper(how["top_k"]))
+    if "top_p" in how:
+        procs.append(TopPLogitsWarper(how["top_p"]))
+    ids_so_far = torch.zeros(6, 4 + 1, dtype=torch.long)   # prompt of 4, one new token: step 1
+    expected = procs(ids_so_far, logits.clone())
+    ours = warp(logits.clone(), 1, stop_ids=[7, 9], **how)
+    assert torch.equal(torch.isinf(ours), torch.isinf(expected))
+    assert torch.allclose(ours[~torch.isinf(ours)], expected[~torch.isinf(expected)])
+    if "top_k" in how or "top_p" in how:
+        assert torch.isinf(ours).any()   # the case removes tokens, so it tests something
+
+
+def test_draws_follow_the_warped_distribution():
+    from rlrecipes.rollout.engine import choose
+    logits = torch.tensor([[2.0, 1.0, 0.0, -1.0]]).repeat(20000, 1)
+    torch.manual_seed(0)
+    freq = torch.bincount(choose(logits, 0, stop_ids=[3], temperature=0.5, top_k=3), minlength=4) / 20000
+    expected = torch.tensor([4.0, 2.0, 0.0]).exp()   # logits / 0.5 over the top 3
+    expected = torch.cat([expected / expected.sum(), torch.zeros(1)])
+    assert torch.allclose(freq, expected, atol=0.01)
