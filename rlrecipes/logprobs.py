@@ -88,17 +88,29 @@ def chosen_logprobs(logits_NTV, ids_NT, temperature: float = 1.0, entropy: str |
 
 def token_logprobs(model, prompt_ids_NP, prompt_mask_NP, completion_ids_NT, completion_mask_NT,
                    temperature: float = 1.0, entropy: str | None = None, extras: dict | None = None,
-                   vision=None):
+                   vision=None, share_prefix: bool = False):
     """(logp_NT, entropy_NT or None) of each completion token given everything before it.
 
     `entropy`: None (skip), "log" (no gradient, for metrics) or "grad" (for a regularizer).
     `extras`: a dict to receive, detached, `hidden_NTD` (the LM head's input) and `probs_NTV`,
     for losses that model the last layer (CAPO); only computed when a dict is passed.
     `vision`: the rows' `VisionInputs` when the prompts show images.
+    `share_prefix`: rows with the same prompt run as one packed sequence (Prefix Grouper,
+    `rlrecipes/prefix.py`); equal results, the prompt computed once. Positions past a row's
+    completion mask then hold no log-prob (0).
 
     Logits are divided by the sampling temperature, as TRL does, so the log-probs are those of
     the distribution the tokens were drawn from.
     """
+    if share_prefix and vision is None:
+        from .prefix import shared_prefix_logits
+        logits_NTV = shared_prefix_logits(model, prompt_ids_NP, prompt_mask_NP, completion_ids_NT,
+                                          completion_mask_NT, extras)
+        logp_NT, entropy_NT = chosen_logprobs(logits_NTV, completion_ids_NT, temperature, entropy)
+        keep_NT = completion_mask_NT.to(logp_NT.dtype)
+        if extras is not None:
+            extras["probs_NTV"] = torch.softmax(logits_NTV.detach().float() / temperature, -1)
+        return logp_NT * keep_NT, None if entropy_NT is None else entropy_NT * keep_NT
     input_ids = torch.cat([prompt_ids_NP, completion_ids_NT], dim=1)
     attn = torch.cat([prompt_mask_NP, completion_mask_NT], dim=1)
     T = completion_ids_NT.shape[1]

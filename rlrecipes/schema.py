@@ -133,6 +133,7 @@ class Train(Strict):
     betas: tuple[float, float] = (0.9, 0.999)
     max_grad_norm: float | None = Field(1.0, gt=0)
     max_skipped_steps: int = Field(3, gt=0)   # stop after this many consecutive non-finite steps
+    prefix_sharing: bool = False   # Prefix Grouper (arXiv 2506.05433): a group's prompt computed once
 
 
 class ToolUse(Strict):

@@ -172,7 +172,8 @@ def _policy_logprobs(ctx, rollout):
 @torch.no_grad()
 def _fixed_logprobs(ctx, model, rollout, chunks):
     out = [token_logprobs(model, *_tensors(rollout, c), ctx.recipe.generation.temperature,
-                          vision=_vision(rollout, c))[0] for c in chunks]
+                          vision=_vision(rollout, c), share_prefix=ctx.recipe.train.prefix_sharing)[0]
+           for c in chunks]
     return torch.cat(out)
 
 
@@ -271,7 +272,7 @@ def micro_loss(ctx, rollout, idx, adv_N, reward_N, old_NT, ref_NT, mask_NT, den,
     extras = {} if comp.needs_last_layer else None
     logp_NT, entropy_NT = token_logprobs(ctx.model, *_tensors(rollout, idx), r.generation.temperature,
                                          entropy="grad" if comp.entropy_grad else "log", extras=extras,
-                                         vision=_vision(rollout, idx))
+                                         vision=_vision(rollout, idx), share_prefix=r.train.prefix_sharing)
     old = logp_NT.detach() if old_NT is None else old_NT[idx]
     inputs = {"logp_NT": logp_NT, "old_logp_NT": old, "adv_N": adv_N[idx], "mask_NT": mask_NT[idx],
               "ref_logp_NT": None if ref_NT is None else ref_NT[idx], "entropy_NT": entropy_NT,

@@ -59,6 +59,9 @@ def _check_rules(recipe) -> None:
     check_source(recipe.data.source)
     if get("task", recipe.data.task).images:
         require_vision(recipe, f"task {recipe.data.task!r} shows images; the model is text-only")
+        if train.prefix_sharing:
+            raise UserError("train.prefix_sharing", "the shared-prefix forward is text-only; "
+                            f"task {recipe.data.task!r} shows images", "set train.prefix_sharing: false")
     if recipe.data.source == "synthetic":
         from .tasks.base import Task
         if get("task", recipe.data.task).synthetic is Task.synthetic:  # not overridden

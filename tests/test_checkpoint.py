@@ -39,12 +39,14 @@ SLOW = ["-o", "train.steps=8", "-o", "checkpoint.every=4", "-o", "eval.at_start=
         "-o", "rewards=[{fn: accuracy}, {fn: 'tests.user_rewards:slow_length_reward', weight: 0.01}]"]
 
 
-def test_sigkill_then_resume_reproduces_the_uninterrupted_run(tmp_path):
+@pytest.mark.parametrize("engine", ["hf", "fast"])
+def test_sigkill_then_resume_reproduces_the_uninterrupted_run(tmp_path, engine):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    slow = SLOW + ["-o", f"generation.engine={engine}"]
     full = tmp_path / "full"
-    subprocess.run(_cli(*_train_args(full, *SLOW)), check=True, capture_output=True, env=env, timeout=300)
+    subprocess.run(_cli(*_train_args(full, *slow)), check=True, capture_output=True, env=env, timeout=300)
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(_cli(*_train_args(killed, *SLOW)), stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen(_cli(*_train_args(killed, *slow)), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, env=env)
     marker = checkpoint.step_dir(killed, 4) / "trainer_state.json"
     deadline = time.time() + 240
@@ -56,7 +58,7 @@ def test_sigkill_then_resume_reproduces_the_uninterrupted_run(tmp_path):
     assert not (killed / "summary.json").exists() or "finished" not in (killed / "summary.json").read_text()
     done = checkpoint.latest_checkpoint(killed)
     assert done is not None and json.loads((done / "trainer_state.json").read_text())["step"] < 8
-    resumed = subprocess.run(_cli(*_train_args(None, *SLOW, "--resume", str(killed))),
+    resumed = subprocess.run(_cli(*_train_args(None, *slow, "--resume", str(killed))),
                              capture_output=True, text=True, env=env, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     a, b = _step_rows(full), _step_rows(killed)
