@@ -3,9 +3,10 @@
 # JSON summary at the end.
 #   1. the test suite with CUDA visible (4 xdist workers; the trainer uses cuda, the torchrun
 #      test stays on CPU/gloo)
-#   2. bench_vs_trl.py on a 0.5B-shaped random-init Qwen2 (Qwen2.5-0.5B config, no hub)
-#   3. one QLoRA GRPO step of a 7B-shaped random-init model, 8 completions x 1,024 tokens;
-#      falls back to the 3B shape if the 7B step fails or runs out of its time slot
+#   2. bench_vs_trl.py on a 0.5B-shaped random-init Qwen2 (Qwen2.5-0.5B config, no hub), the
+#      generation-heavy setting (48-token prompts, 64 new tokens) with our fast engine
+#   3. one QLoRA GRPO step of a 7B-shaped random-init model, 16 completions x 1,024 tokens with
+#      the fast engine; falls back to the 3B shape if the 7B step fails or runs out of its slot
 # Offline GPU machines: put wheels of missing packages in .whl/ and they are installed first.
 # Usage: bash benchmarks/gpu_check.sh [OUT_DIR]
 set -uo pipefail
@@ -28,17 +29,17 @@ t0=$(date +%s)
 deadline=${GPU_CHECK_SECONDS:-530}
 left() { local l=$(( deadline - ($(date +%s) - t0) )); (( l < $1 )) && echo "$l" || echo "$1"; }
 xdist=""; $PY -c "import xdist" 2>/dev/null && xdist="-n 4 --dist loadfile"
-timeout "$(left 200)" $PY -m pytest -q -p no:cacheprovider $xdist > "$out/tests.log" 2>&1; tests_rc=$?
+timeout "$(left 180)" $PY -m pytest -q -p no:cacheprovider $xdist > "$out/tests.log" 2>&1; tests_rc=$?
 tests_line=$(grep -E "passed|failed|error" "$out/tests.log" | tail -1)
 
-timeout "$(left 150)" $PY benchmarks/bench_vs_trl.py --device cuda --steps 4 --repeats 1 --hidden 896 --layers 24 --heads 14 \
-  --kv-heads 2 --intermediate 4864 --vocab 151936 --json "$out/bench.json" > "$out/bench.log" 2>&1; bench_rc=$?
+timeout "$(left 160)" $PY benchmarks/bench_vs_trl.py --device cuda --steps 4 --repeats 1 --hidden 896 --layers 24 --heads 14 \
+  --kv-heads 2 --intermediate 4864 --vocab 151936 --gen-heavy --engine fast --json "$out/bench.json" > "$out/bench.log" 2>&1; bench_rc=$?
 
 shape=7b
-timeout "$(left 240)" $PY benchmarks/gpu_qlora_step.py --shape 7b --workdir /tmp/rlr_q7b > "$out/qlora.log" 2>&1; q_rc=$?
+timeout "$(left 240)" $PY benchmarks/gpu_qlora_step.py --shape 7b --engine fast --completions 16 --workdir /tmp/rlr_q7b > "$out/qlora.log" 2>&1; q_rc=$?
 if [ $q_rc -ne 0 ] && (( $(left 999) > 90 )); then
   rm -rf /tmp/rlr_q7b; shape=3b
-  timeout "$(left 150)" $PY benchmarks/gpu_qlora_step.py --shape 3b --workdir /tmp/rlr_q3b >> "$out/qlora.log" 2>&1; q_rc=$?
+  timeout "$(left 150)" $PY benchmarks/gpu_qlora_step.py --shape 3b --engine fast --completions 16 --workdir /tmp/rlr_q3b >> "$out/qlora.log" 2>&1; q_rc=$?
 fi
 elapsed=$(( $(date +%s) - t0 ))
 
