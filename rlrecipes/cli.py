@@ -139,10 +139,14 @@ def validate(recipes: List[Path], preset: Optional[str] = PRESET, override: Opti
     """
     from .config import load_raw, load_recipe
     for path in recipes:
-        presets = [preset] if preset else [None, *sorted(load_raw(path).get("presets") or {})]
+        if preset is None:
+            load_recipe(path, None, override or [])   # also checks that presets: is well formed
+            presets = sorted(load_raw(path).get("presets") or {})
+        else:
+            presets = [preset]
         for name in presets:
             load_recipe(path, name, override or [])
-        shown = f" (presets: {', '.join(p for p in presets if p)})" if any(presets) else ""
+        shown = f" (presets: {', '.join(presets)})" if presets else ""
         console.print(f"[green]ok[/] {path}{shown}")
 
 

@@ -32,17 +32,63 @@ def deep_merge(base: dict, patch: dict) -> dict:
     return out
 
 
+MAX_DEPTH = 64   # nesting levels a recipe may use (a real one needs about 5)
+
+
+class RecipeLoader(yaml.SafeLoader):
+    """`yaml.safe_load`, except that numbers in exponent form without a dot or a signed
+    exponent (`1e-5`, `1.0e5`), which YAML 1.1 reads as strings, are floats (as in YAML 1.2),
+    and a key given twice in one mapping is an error naming both lines."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            try:
+                first = seen.setdefault(key, line)
+            except TypeError:   # an unhashable key: the base class says so
+                break
+            if first != line:
+                raise UserError(f"line {line}", f"duplicate key {key!r} (first at line {first})",
+                                "keep one of them")
+        return super().construct_mapping(node, deep)
+
+
+RecipeLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."))
+
+
+def parse_yaml(text: str):
+    """Parse recipe text with `RecipeLoader`; refuse nesting deeper than MAX_DEPTH."""
+    try:
+        value = yaml.load(text, Loader=RecipeLoader)  # noqa: S506 (a SafeLoader subclass)
+    except RecursionError:
+        raise UserError("", f"nested deeper than {MAX_DEPTH} levels", "flatten the YAML") from None
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, (dict, list)):
+            if depth > MAX_DEPTH:
+                raise UserError("", f"nested deeper than {MAX_DEPTH} levels", "flatten the YAML")
+            stack += [(child, depth + 1) for child in (node.values() if isinstance(node, dict) else node)]
+    return value
+
+
 def apply_override(raw: dict, override: str) -> dict:
-    """Apply `a.b.c=value` to the raw recipe dict; the value is parsed as a YAML scalar/list."""
+    """Apply `a.b.c=value` to the raw recipe dict; the value is parsed as YAML (`parse_yaml`)."""
     key, sep, text = override.partition("=")
     if not sep or not key.strip():
         raise UserError(f"-o {override}", "an override is KEY=VALUE", "e.g. -o train.steps=500")
     try:
-        value = yaml.safe_load(text) if text.strip() else ""
+        value = parse_yaml(text) if text.strip() else ""
     except yaml.YAMLError as exc:
-        raise UserError(f"-o {override}", f"value is not valid YAML: {exc.problem}") from exc
-    if isinstance(value, str) and re.fullmatch(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+", value.strip()):
-        value = float(value)  # YAML 1.1 reads 1e-5 (no dot) as a string
+        raise UserError(f"-o {override}", f"value is not valid YAML: {getattr(exc, 'problem', exc)}") from exc
+    except UserError as err:
+        raise err.at(f"-o {override}") from None
     parts = key.strip().split(".")
     node = raw
     for i, part in enumerate(parts[:-1]):
@@ -72,7 +118,19 @@ def _pydantic_error(exc: ValidationError) -> UserError:
     msg = err["msg"].removeprefix("Value error, ")
     if "input" in err and isinstance(err["input"], (str, int, float, bool)):
         msg += f", got {err['input']!r}"
-    return UserError(where, msg)
+    hint = _FIXES.get(err["type"])
+    if isinstance(err.get("input"), bool) and err["type"] != "bool_type":
+        hint = "YAML reads yes/no/on/off/true/false as booleans; " + (hint or "write the value itself")
+    return UserError(where, msg, hint)
+
+
+_FIXES = {  # how to mend the common type errors (the field path says where)
+    "int_type": "write a whole number such as 8, without quotes",
+    "float_type": "write a number such as 0.5 or 1e-5, without quotes",
+    "finite_number": "use a finite number, not .inf or .nan",
+    "bool_type": "write true or false",
+    "too_short": "give at least one value",
+}
 
 
 def _field_model(model, name):
@@ -88,10 +146,17 @@ def _field_model(model, name):
 
 def load_raw(path: str | Path) -> dict:
     path = Path(path)
+    if path.is_dir():
+        raise UserError(str(path), "is a directory, not a recipe file", "give a .yaml file, e.g. recipes/grpo.yaml")
     if not path.is_file():
         raise UserError(str(path), "recipe file not found", "check the path; `rlrecipes list` shows recipes")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = parse_yaml(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise UserError(str(path), f"not UTF-8 text (byte {exc.start})", "save the file as UTF-8") from None
+    except UserError as err:
+        where = f"{path}:{err.where.removeprefix('line ')}" if err.where.startswith("line ") else str(path)
+        raise UserError(where, err.what, err.hint) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
@@ -104,10 +169,17 @@ def load_raw(path: str | Path) -> dict:
 def resolve(raw: dict, preset: str | None = None, overrides: list[str] = ()) -> Recipe:
     """Merge a preset and overrides into a raw recipe dict and validate the schema."""
     raw = copy.deepcopy(raw)
-    if preset:
-        presets = raw.get("presets") or {}
+    presets = raw.get("presets") or {}
+    if not isinstance(presets, dict):
+        raise UserError("presets", f"a mapping of preset names to overrides, got {type(presets).__name__}")
+    for name, value in presets.items():
+        if not isinstance(value, dict):
+            raise UserError(f"presets.{name}", f"a preset is a mapping of fields to override, got "
+                            f"{type(value).__name__}", "e.g. tiny: {train: {steps: 60}}")
+    if preset is not None:
         if preset not in presets:
-            raise UserError(f"presets.{preset}", "no such preset", did_you_mean(preset, presets))
+            raise UserError(f"presets.{preset}" if preset else "--preset ''", "no such preset",
+                            did_you_mean(preset, presets))
         raw = deep_merge(raw, presets[preset])
     for override in overrides:
         raw = apply_override(raw, override)

@@ -68,6 +68,18 @@ def per_problem(correct_PN, answers_PN, golds_P, ks, judge) -> dict[str, list[fl
     return out
 
 
+def reported(ks, samples: int, regression: bool, tool_stats=()) -> list[str]:
+    """The names `summarize` reports for these settings (each also with `_ci` but the last group)."""
+    names = ["mean@n"] + [f"{m}@{k}" for k in sorted({1, *ks}) if k <= samples for m in ("pass", "maj")]
+    names += [f"tool_{s}" for s in tool_stats]
+    names = names + [f"{n}_ci" for n in names]
+    if regression:
+        names += ["plcc", "srcc", "plcc_ci", "srcc_ci", "scored_frac"]
+    if tool_stats:
+        names.append("tool_productivity")
+    return names + ["problems"]
+
+
 CORPUS_INPUTS = ("pred", "label")  # per-problem values that feed corpus metrics, not means
 
 

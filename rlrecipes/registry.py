@@ -13,6 +13,9 @@ Components may ask for loop-provided inputs by parameter name (`logp_NT`, `ref_l
 from __future__ import annotations
 
 import importlib
+import math
+import types
+import typing
 import inspect
 from typing import Any, Callable
 
@@ -94,16 +97,25 @@ def check_params(kind: str, name: str, params: dict, field: str, provided: tuple
         if key not in settable:
             raise UserError(f"{field}.{key}", f"unknown parameter of {kind} {name!r}",
                             did_you_mean(key, settable))
-        if key in hints:
-            _check_type(hints[key], value, f"{field}.{key}")
+        hint = hints.get(key, _default_type(sig.parameters[key]))
+        if hint is not None:
+            _check_type(hint, value, f"{field}.{key}")
+        _value_rule(key, value, f"{field}.{key}")
     for p in sig.parameters.values():
         if (require and p.default is p.empty and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
                 and p.name in settable and p.name not in params):
             raise UserError(f"{field}.{p.name}", f"required parameter of {kind} {name!r} is missing")
 
 
+def _default_type(param):
+    """An unannotated parameter with a number default takes numbers."""
+    default = param.default
+    if isinstance(default, _NUMBERS) and not isinstance(default, bool):
+        return float
+    return None
+
+
 def _type_hints(obj) -> dict:
-    import typing
     target = obj.__init__ if inspect.isclass(obj) else obj
     try:
         return typing.get_type_hints(target)
@@ -111,9 +123,21 @@ def _type_hints(obj) -> dict:
         return {}
 
 
+_NUMBERS = (int, float)
+
+
 def _check_type(hint, value, where: str) -> None:
-    """Check a YAML value against a parameter's annotation (pydantic's lax rules: 1 is a float)."""
+    """Check a YAML value against a parameter's annotation: pydantic's rules (1 is a float),
+    except that a bool or a string is not a number and a number must be finite."""
     from pydantic import TypeAdapter, ValidationError
+    admits = _admits(hint)
+    if admits & set(_NUMBERS):
+        if isinstance(value, bool) and bool not in admits:
+            raise UserError(where, f"expected a number, got {value!r}")
+        if isinstance(value, str) and str not in admits:
+            raise UserError(where, f"expected a number, got the string {value!r}", "write it without quotes")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UserError(where, f"must be a finite number, got {value!r}")
     try:
         TypeAdapter(hint).validate_python(value)
     except ValidationError as exc:
@@ -121,6 +145,21 @@ def _check_type(hint, value, where: str) -> None:
         raise UserError(where, f"{err['msg']}, got {value!r}") from None
     except Exception:  # a type pydantic cannot build a validator for is not checked
         return
+
+
+def _admits(hint) -> set:
+    """The plain types a hint accepts at its top level (Optional/Union unpacked; Any: all)."""
+    if hint is typing.Any:
+        return {bool, str, *_NUMBERS}
+    args = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    return {a for a in args if isinstance(a, type)}
+
+
+def _value_rule(name: str, value, where: str) -> None:
+    """Ranges that hold by name across every component: an `eps*` parameter (a clip range or a
+    stabiliser) is >= 0."""
+    if (name == "eps" or name.startswith("eps_")) and isinstance(value, _NUMBERS) and value < 0:
+        raise UserError(where, f"must be >= 0, got {value!r}")
 
 
 def call_with(fn: Callable, available: dict, params: dict, positional: tuple = ()) -> Any:

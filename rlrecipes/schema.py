@@ -4,9 +4,17 @@
 """
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AllowInfNan, BaseModel, ConfigDict, Field, field_validator
+from pydantic import Strict as _NoCoercion
+
+# Strict scalars: no bool -> int, no "1" -> int, no "0.5" -> float (the YAML loader already reads
+# 1e-5 as a float); an int is a float; every float is finite.
+Int = Annotated[int, _NoCoercion()]
+Float = Annotated[float, _NoCoercion(), AllowInfNan(False)]
+Bool = Annotated[bool, _NoCoercion()]
+Unit = Annotated[Float, Field(ge=0, lt=1)]   # in [0, 1)
 
 
 class Strict(BaseModel):
@@ -35,28 +43,28 @@ class Fidelity(Strict):
 
 
 class LoraConfig(Strict):
-    r: int = Field(16, gt=0)
-    alpha: float = Field(32, gt=0)
-    dropout: float = Field(0.0, ge=0, lt=1)
+    r: Int = Field(16, gt=0)
+    alpha: Float = Field(32, gt=0)
+    dropout: Float = Field(0.0, ge=0, lt=1)
     target_modules: list[str] | str = "all-linear"
 
 
 class TinyConfig(Strict):
     """Shape of the built-in offline model (`model.name_or_path: tiny`)."""
-    hidden_size: int = Field(64, gt=0)
-    layers: int = Field(2, gt=0)
-    heads: int = Field(4, gt=0)
-    kv_heads: int = Field(2, gt=0)
-    intermediate_size: int = Field(256, gt=0)
-    vocab_size: int | None = Field(None, gt=0)   # pad the embedding (e.g. 151936 for Qwen-shaped benchmarks)
-    seed: int = 0
+    hidden_size: Int = Field(64, gt=0)
+    layers: Int = Field(2, gt=0)
+    heads: Int = Field(4, gt=0)
+    kv_heads: Int = Field(2, gt=0)
+    intermediate_size: Int = Field(256, gt=0)
+    vocab_size: Int | None = Field(None, gt=0)   # pad the embedding (e.g. 151936 for Qwen-shaped benchmarks)
+    seed: Int = 0
 
 
 class VisionConfig(Strict):
     """A vision-language policy (Qwen2-VL family); prompts of rows with images show them."""
-    train_tower: bool = False       # frozen vision encoder by default: LoRA and gradients on the LM only
-    min_pixels: int | None = Field(None, gt=0)   # image processor resize bounds (memory on real models)
-    max_pixels: int | None = Field(None, gt=0)
+    train_tower: Bool = False       # frozen vision encoder by default: LoRA and gradients on the LM only
+    min_pixels: Int | None = Field(None, gt=0)   # image processor resize bounds (memory on real models)
+    max_pixels: Int | None = Field(None, gt=0)
 
 
 class ModelConfig(Strict):
@@ -65,10 +73,10 @@ class ModelConfig(Strict):
     lora: LoraConfig = LoraConfig()
     tiny: TinyConfig = TinyConfig()
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    trust_remote_code: bool = False
+    trust_remote_code: Bool = False
     revision: str | None = None
-    gradient_checkpointing: bool = False
-    chat_template: bool = False   # wrap prompts in the tokenizer's chat template (instruct models)
+    gradient_checkpointing: Bool = False
+    chat_template: Bool = False   # wrap prompts in the tokenizer's chat template (instruct models)
     vision: VisionConfig | None = None   # set: load an image-text-to-text model and its image processor
 
 
@@ -77,23 +85,23 @@ class DataConfig(Strict):
     source: Literal["synthetic"] | dict[str, Any] = "synthetic"
     fields: dict[str, str] = {}
     params: dict[str, Any] = {}
-    train_size: int | None = Field(None, gt=0)
-    test_size: int = Field(200, gt=0)
+    train_size: Int | None = Field(None, gt=0)
+    test_size: Int = Field(200, gt=0)
 
 
 class Stage(Strict):
     kind: Literal["sft", "rl"]
-    steps: int | None = Field(None, ge=0)
-    lr: float | None = Field(None, gt=0)
-    batch_size: int = Field(32, gt=0)
+    steps: Int | None = Field(None, ge=0)
+    lr: Float | None = Field(None, gt=0)
+    batch_size: Int = Field(32, gt=0)
     adapter: Literal["none", "lora"] = "none"
     transform: Component | None = None  # sft only: rewrites (question, gold) per example
 
 
 class Reward(Component):
-    weight: float = 1.0   # 0: logged as reward/<name> but not trained on (a metric)
+    weight: Float = 1.0   # 0: logged as reward/<name> but not trained on (a metric)
     name: str | None = None  # display name in metrics (default: the function's name)
-    timeout_s: float = Field(60.0, gt=0, allow_inf_nan=False)  # per call; a hung reward is an error naming it
+    timeout_s: Float = Field(60.0, gt=0)  # per call; a hung reward is an error naming it
 
     @property
     def label(self) -> str:
@@ -106,7 +114,7 @@ class LossSpec(Component):
 
 
 class KLConfig(Strict):
-    beta: float = Field(0.0, ge=0)
+    beta: Float = Field(0.0, ge=0)
     estimator: Literal["k1", "k2", "k3"] = "k3"
 
 
@@ -119,54 +127,54 @@ class Algorithm(Strict):
 
 
 class Train(Strict):
-    steps: int = Field(100, ge=0)
-    prompts_per_step: int = Field(16, gt=0)
-    group_size: int = Field(8, gt=0)
-    lr: float = Field(1e-6, gt=0)
-    seed: int = 0
-    ppo_epochs: int = Field(1, gt=0)
-    mini_batches: int = Field(1, gt=0)
-    micro_batch_size: int | None = Field(None, gt=0)
-    warmup_steps: int = Field(0, ge=0)
+    steps: Int = Field(100, ge=0)
+    prompts_per_step: Int = Field(16, gt=0)
+    group_size: Int = Field(8, gt=0)
+    lr: Float = Field(1e-6, gt=0)
+    seed: Int = 0
+    ppo_epochs: Int = Field(1, gt=0)
+    mini_batches: Int = Field(1, gt=0)
+    micro_batch_size: Int | None = Field(None, gt=0)
+    warmup_steps: Int = Field(0, ge=0)
     schedule: Literal["constant", "cosine"] = "constant"
-    weight_decay: float = Field(0.0, ge=0)
-    betas: tuple[float, float] = (0.9, 0.999)
-    max_grad_norm: float | None = Field(1.0, gt=0)
-    max_skipped_steps: int = Field(3, gt=0)   # stop after this many consecutive non-finite steps
-    prefix_sharing: bool = False   # Prefix Grouper (arXiv 2506.05433): a group's prompt computed once
+    weight_decay: Float = Field(0.0, ge=0)
+    betas: tuple[Unit, Unit] = (0.9, 0.999)   # Adam's, each in [0, 1)
+    max_grad_norm: Float | None = Field(1.0, gt=0)
+    max_skipped_steps: Int = Field(3, gt=0)   # stop after this many consecutive non-finite steps
+    prefix_sharing: Bool = False   # Prefix Grouper (arXiv 2506.05433): a group's prompt computed once
 
 
 class ToolUse(Strict):
     """Multi-turn rollouts: `tool` answers each call between the `call` tags, inside `result`."""
     tool: Component
-    max_turns: int = Field(4, gt=0)
+    max_turns: Int = Field(4, gt=0)
     call: tuple[str, str] = ("<search>", "</search>")
     result: tuple[str, str] = ("<information>", "</information>")
 
 
 class Generation(Strict):
-    max_new_tokens: int = Field(256, gt=0)   # with tools: the whole trajectory, observations included
-    temperature: float = Field(1.0, gt=0)
-    top_p: float = Field(1.0, gt=0, le=1)
-    top_k: int = Field(0, ge=0)
-    min_new_tokens: int = Field(0, ge=0)
+    max_new_tokens: Int = Field(256, gt=0)   # with tools: the whole trajectory, observations included
+    temperature: Float = Field(1.0, gt=0)
+    top_p: Float = Field(1.0, gt=0, le=1)
+    top_k: Int = Field(0, ge=0)
+    min_new_tokens: Int = Field(0, ge=0)
     tools: ToolUse | None = None
     engine: Literal["hf", "fast"] = "hf"   # fast: rlrecipes/rollout/engine.py (prompt prefilled once per group)
 
 
 class Eval(Strict):
-    every: int = Field(0, ge=0)
-    samples: int = Field(4, gt=0)
-    k: list[int] = [1]
-    temperature: float | None = Field(None, gt=0)
-    limit: int | None = Field(None, gt=0)
-    at_start: bool = True
-    at_end: bool = True
+    every: Int = Field(0, ge=0)
+    samples: Int = Field(4, gt=0)
+    k: list[Annotated[Int, Field(gt=0)]] = Field([1], min_length=1)
+    temperature: Float | None = Field(None, gt=0)
+    limit: Int | None = Field(None, gt=0)
+    at_start: Bool = True
+    at_end: Bool = True
 
 
 class Checkpoint(Strict):
-    every: int = Field(0, ge=0)
-    keep_last: int = Field(2, gt=0)
+    every: Int = Field(0, ge=0)
+    keep_last: Int = Field(2, gt=0)
     best_metric: str | None = None            # e.g. eval/pass@1: selects checkpoints/best
     best_mode: Literal["max", "min"] = "max"
 

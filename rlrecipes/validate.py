@@ -81,6 +81,9 @@ def _check_rules(recipe) -> None:
     for k in ev.k:
         if not 1 <= k <= ev.samples:
             raise UserError("eval.k", f"k={k} must be between 1 and eval.samples={ev.samples}")
+    if len(set(ev.k)) != len(ev.k):
+        raise UserError("eval.k", f"{ev.k} repeats a value", "list each k once")
+    _check_best_metric(recipe)
     if gen.min_new_tokens > gen.max_new_tokens:
         raise UserError("generation.min_new_tokens", f"{gen.min_new_tokens} exceeds max_new_tokens {gen.max_new_tokens}")
     n = train.prompts_per_step * train.group_size
@@ -108,3 +111,19 @@ def _check_whole_groups(recipe) -> None:
     if train.micro_batch_size and train.micro_batch_size % G:
         raise UserError("train.micro_batch_size", f"loss {recipe.algorithm.loss.fn!r} needs whole groups: "
                         f"use a multiple of group_size {G}")
+
+
+def _check_best_metric(recipe) -> None:
+    """`checkpoint.best_metric` must be a metric some eval of the run logs."""
+    from .evaluate import reported
+    ck, ev = recipe.checkpoint, recipe.eval
+    if ck.best_metric is None:
+        return
+    if not (ev.every and ev.every < recipe.train.steps) and not ev.at_end:
+        raise UserError("checkpoint.best_metric", "no eval runs during or at the end of training",
+                        "set eval.every or eval.at_end: true")
+    tools = ("calls", "turns", "obs_tokens") if recipe.generation.tools else ()
+    names = [f"eval/{n}" for n in reported(ev.k, ev.samples, get("task", recipe.data.task).regression, tools)]
+    if ck.best_metric not in names:
+        raise UserError("checkpoint.best_metric", f"{ck.best_metric!r} is not a metric eval reports",
+                        did_you_mean(ck.best_metric, names))

@@ -1,4 +1,6 @@
 """Recipe loading: presets merge deeply, overrides parse as YAML, the named override keys work."""
+from pathlib import Path
+
 import pytest
 
 from rlrecipes.config import apply_override, deep_merge, load_recipe
@@ -63,3 +65,37 @@ def test_yaml_is_loaded_safely(tmp_path):
     p.write_text("name: !!python/object/apply:os.system ['echo hi']\n")
     with pytest.raises(UserError, match="not valid YAML"):
         load_recipe(p)
+
+
+
+def test_exponent_numbers_are_floats_everywhere(tmp_path):
+    """YAML 1.1 reads 1e-5 (no dot) and 1.0e5 (unsigned exponent) as strings; recipes read the
+    number they mean: in schema fields, component parameters, presets and -o overrides."""
+    from rlrecipes.config import parse_yaml
+    assert parse_yaml("a: 1e-5\nb: 1.0e5\nc: -2E3\nd: .5e1\ne: '1e-5'\nf: 7\ng: 1.5") == \
+        {"a": 1e-5, "b": 1e5, "c": -2000.0, "d": 5.0, "e": "1e-5", "f": 7, "g": 1.5}
+    text = Path("recipes/grpo.yaml").read_text().replace("lr: 1.0e-6", "lr: 1e-6")
+    text = text.replace("eps: 1.0e-4", "eps: 1e-4")
+    path = tmp_path / "r.yaml"
+    path.write_text(text)
+    r = load_recipe(path, "tiny", ["algorithm.loss.eps_high=2e-1"])
+    assert r.train.lr == 3e-3 and load_recipe(path).train.lr == 1e-6          # preset, then base
+    assert r.algorithm.advantage.params["eps"] == 1e-4                        # component parameter
+    assert r.algorithm.loss.params["eps_high"] == 0.2                         # -o override
+    assert isinstance(r.algorithm.advantage.params["eps"], float)
+
+
+def test_duplicate_keys_name_both_lines(tmp_path):
+    path = tmp_path / "dup.yaml"
+    path.write_text("name: a\ntrain:\n  lr: 1\n  steps: 2\n  lr: 3\n")
+    with pytest.raises(UserError, match=r"dup.yaml:5: duplicate key 'lr' \(first at line 3\)"):
+        load_recipe(path)
+
+
+def test_best_metric_names_are_what_eval_reports():
+    from rlrecipes.evaluate import per_problem, reported, summarize
+    values = per_problem([[1, 0, 1, 1], [0, 0, 0, 1]], [["3", "4", "3", "3"], ["1", "2", "2", "1"]], ["3", "1"],
+                         [1, 2], lambda a, g: a == g)
+    values.update({"tool_calls": [1.0, 2.0], "pred": [0.1, 0.5, ], "label": [0.2, 0.4]})
+    got = set(summarize(values))
+    assert got == set(reported([1, 2], 4, regression=True, tool_stats=("calls",)))

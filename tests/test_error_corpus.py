@@ -22,7 +22,7 @@ def _header(path: Path, key: str) -> str:
 
 
 def test_corpus_is_big_enough():
-    assert len(CORPUS) >= 20
+    assert len(CORPUS) >= 70
 
 
 @pytest.mark.parametrize("path", CORPUS, ids=lambda p: p.stem)
@@ -53,3 +53,27 @@ def test_debug_shows_the_traceback():
                           capture_output=True, text=True)
     assert proc.returncode != 0
     assert "Traceback" in proc.stderr
+
+
+def _one_line_error(args) -> str:
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output and len(result.output.strip().splitlines()) <= 3
+    return result.output.replace("\n", "")
+
+
+def test_a_recipe_that_is_not_utf8(tmp_path):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("name: caf\xe9\n".encode("latin-1"))
+    assert f"{path}: not UTF-8 text (byte 9) (save the file as UTF-8)" in _one_line_error(["validate", str(path)])
+
+
+def test_a_directory_is_not_a_recipe(tmp_path):
+    assert f"{tmp_path}: is a directory, not a recipe file" in _one_line_error(["validate", str(tmp_path)])
+    assert "is a directory" in _one_line_error(["train", str(tmp_path)])
+
+
+def test_nesting_past_the_recursion_limit(tmp_path):
+    path = tmp_path / "deep.yaml"
+    path.write_text("name: x\nextra: " + "[" * 5000 + "]" * 5000 + "\n")
+    assert "nested deeper than 64 levels" in _one_line_error(["validate", str(path)])
