@@ -17,7 +17,7 @@ from .config import load_recipe
 from .errors import UserError
 from .evaluate import CORPUS_INPUTS, evaluate, mean_ci, summarize
 from .model import load_policy, load_tokenizer, load_weights, resolve_path
-from .registry import get
+from .registry import construct, get
 from .rollout.multiturn import make_generator
 from .run import format_prompts
 from .tasks import load_splits
@@ -62,7 +62,7 @@ def run_eval_command(target: Path, checkpoint_name: str, preset, overrides, samp
     recipe, run_dir = resolve_target(target, preset, overrides)
     weights = checkpoint_dir(run_dir, checkpoint_name)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    task = get("task", recipe.data.task)(**recipe.data.params)
+    task = construct(get("task", recipe.data.task), "data.params", **recipe.data.params)
     train_rows, test_rows = load_splits(recipe.data, task, recipe.train.seed)
     rows = test_rows if split == "test" else train_rows
     rows = rows[:limit] if limit else rows

@@ -162,6 +162,15 @@ def _value_rule(name: str, value, where: str) -> None:
         raise UserError(where, f"must be >= 0, got {value!r}")
 
 
+def construct(cls, field: str, **kwargs):
+    """`cls(**kwargs)` for a component built from YAML parameters: a ValueError from its
+    constructor (a parameter out of its range) is the user's, a UserError naming `field`."""
+    try:
+        return cls(**kwargs)
+    except ValueError as exc:
+        raise UserError(field, str(exc)) from None
+
+
 def call_with(fn: Callable, available: dict, params: dict, positional: tuple = ()) -> Any:
     """Call `fn(*positional, **params, **{inputs it names from available})`."""
     sig = signature_params(fn)

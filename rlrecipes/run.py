@@ -24,7 +24,7 @@ from .model import load_tokenizer, resolve_path
 from .progress import StepProgress
 from .rollout.multiturn import make_generator
 from .rollout.tools import require_sandbox, tool_sandbox
-from .registry import get
+from .registry import construct, get
 from .rewards.combine import RewardFn, check_columns
 from .sft import run_sft
 from .tasks import load_splits
@@ -126,7 +126,7 @@ def train(recipe, output_dir: str | None = None, say=print, resume: str | None =
     if main and not resume_from:
         write_manifest(run_dir, recipe, acc, recipe_path)
     say = say if main else (lambda *a, **k: None)
-    task = get("task", recipe.data.task)(**recipe.data.params)
+    task = construct(get("task", recipe.data.task), "data.params", **recipe.data.params)
     train_rows, test_rows = load_splits(recipe.data, task, recipe.train.seed)
     reward_fns = [RewardFn(spec, i) for i, spec in enumerate(recipe.rewards)]
     check_columns(reward_fns, train_rows[0])

@@ -16,15 +16,15 @@ import torch
 
 from .algorithms.advantages import nanstd
 from .logprobs import token_logprobs
-from .registry import call_with, get, signature_params
+from .registry import call_with, construct, get, signature_params
 from .rewards.combine import combine, score
 
 
-def build(kind: str, spec_fn: str, params: dict):
+def build(kind: str, spec_fn: str, params: dict, field: str):
     """(callable, params to pass per call): a registered class is instantiated with its YAML
     parameters (it may keep state); a function gets them on every call."""
     obj = get(kind, spec_fn)
-    return (obj(**params), {}) if isinstance(obj, type) else (obj, params)
+    return (construct(obj, field, **params), {}) if isinstance(obj, type) else (obj, params)
 
 
 class Components:
@@ -32,20 +32,23 @@ class Components:
 
     def __init__(self, recipe, num_rows: int):
         alg = recipe.algorithm
-        self.advantage, self.adv_params = build("advantage", alg.advantage.fn, alg.advantage.params)
-        self.loss, self.loss_params = build("loss", alg.loss.fn, alg.loss.params)
+        self.advantage, self.adv_params = build("advantage", alg.advantage.fn, alg.advantage.params,
+                                                "algorithm.advantage")
+        self.loss, self.loss_params = build("loss", alg.loss.fn, alg.loss.params, "algorithm.loss")
         self.aggregation = get("aggregation", alg.loss.aggregation)
-        self.regularizers = [build("regularizer", r.fn, r.params) for r in alg.regularizers]
+        self.regularizers = [build("regularizer", r.fn, r.params, f"algorithm.regularizers[{i}]")
+                             for i, r in enumerate(alg.regularizers)]
         if alg.kl.beta > 0:
-            self.regularizers.insert(0, build("regularizer", "kl",
-                                              {"beta": alg.kl.beta, "estimator": alg.kl.estimator}))
+            self.regularizers.insert(0, build("regularizer", "kl", {"beta": alg.kl.beta,
+                                                                    "estimator": alg.kl.estimator}, "algorithm.kl"))
         wants = {name for fn, _ in self.regularizers for name in signature_params(fn).parameters}
         self.needs_ref = "ref_logp_NT" in wants | set(signature_params(self.loss).parameters)
         self.entropy_grad = "entropy_NT" in wants  # losses that read entropy use it detached
         self.needs_last_layer = "hidden_NTD" in signature_params(self.loss).parameters
         sampler_cls = get("sampler", alg.sampler.fn)
         linked = {"advantage": self.advantage} if "advantage" in signature_params(sampler_cls).parameters else {}
-        self.sampler = sampler_cls(num_rows=num_rows, seed=recipe.train.seed, **linked, **alg.sampler.params)
+        self.sampler = construct(sampler_cls, "algorithm.sampler", num_rows=num_rows, seed=recipe.train.seed,
+                                 **linked, **alg.sampler.params)
         # hooks: refine(batch) after scoring, after_update(info) after the optimizer steps
         self.refiners = [c for c in (self.sampler, self.advantage) if hasattr(c, "refine")]
         self.post_update = [c for c in (self.advantage, self.sampler) if hasattr(c, "after_update")]

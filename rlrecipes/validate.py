@@ -6,7 +6,7 @@ from pathlib import Path
 
 from .algorithms import ADVANTAGE_INPUTS, LOSS_INPUTS, REGULARIZER_INPUTS
 from .errors import UserError, did_you_mean
-from .registry import check_params, get, names, signature_params
+from .registry import check_params, construct, get, names, signature_params
 from .rewards.combine import LOOP_ARGS
 from .tasks.loaders import check_source
 from .transforms import TRANSFORM_INPUTS
@@ -15,8 +15,9 @@ from .vision import require_vision
 
 def check_components(recipe) -> None:
     alg = recipe.algorithm
-    get("task", recipe.data.task, "data.task")
+    task_cls = get("task", recipe.data.task, "data.task")
     check_params("task", recipe.data.task, recipe.data.params, "data.params")
+    construct(task_cls, "data.params", **recipe.data.params)   # the task's own range checks
     for i, reward in enumerate(recipe.rewards):
         check_params("reward", reward.fn, reward.params, f"rewards[{i}]", provided=LOOP_ARGS,
                      require=False)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from ..registry import get
+from ..registry import construct, get
 from .engine import fast_generate, fast_supported, sample
 from .generate import Rollout, decode, generate
 
@@ -41,7 +41,7 @@ class ToolRollouts:
 
     def __init__(self, spec, task=None, engine: str = "hf"):
         cls = get("tool", spec.tool.fn, "generation.tools.tool.fn")
-        self.tool = cls(task=task, **spec.tool.params)
+        self.tool = construct(cls, "generation.tools.tool", task=task, **spec.tool.params)
         self.max_turns, self.call, self.result = spec.max_turns, spec.call, spec.result
         self.engine = engine
 
