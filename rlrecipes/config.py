@@ -40,21 +40,21 @@ class RecipeLoader(yaml.SafeLoader):
     exponent (`1e-5`, `1.0e5`), which YAML 1.1 reads as strings, are floats (as in YAML 1.2),
     and a key given twice in one mapping is an error naming both lines."""
 
-    def construct_mapping(self, node, deep=False):
+    def compose_mapping_node(self, anchor):
+        # Checked as composed, before merge keys (`<<: *base`) are flattened into the mapping,
+        # so an explicit key overriding a merged one is not a duplicate, and by key rather
+        # than by line, so `{a: 1, a: 2}` on one line is one.
+        node = super().compose_mapping_node(anchor)
         seen: dict = {}
         for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
                 continue
-            key = self.construct_object(key_node, deep=deep)
-            line = key_node.start_mark.line + 1
-            try:
-                first = seen.setdefault(key, line)
-            except TypeError:   # an unhashable key: the base class says so
-                break
-            if first != line:
-                raise UserError(f"line {line}", f"duplicate key {key!r} (first at line {first})",
+            key, line = (key_node.tag, key_node.value), key_node.start_mark.line + 1
+            if key in seen:
+                raise UserError(f"line {line}", f"duplicate key {key_node.value!r} (first at line {seen[key]})",
                                 "keep one of them")
-        return super().construct_mapping(node, deep)
+            seen[key] = line
+        return node
 
 
 RecipeLoader.add_implicit_resolver(

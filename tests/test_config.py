@@ -99,3 +99,13 @@ def test_best_metric_names_are_what_eval_reports():
     values.update({"tool_calls": [1.0, 2.0], "pred": [0.1, 0.5, ], "label": [0.2, 0.4]})
     got = set(summarize(values))
     assert got == set(reported([1, 2], 4, regression=True, tool_stats=("calls",)))
+
+
+def test_duplicate_keys_on_one_line_and_in_overrides_but_not_through_merge_keys():
+    from rlrecipes.config import parse_yaml
+    with pytest.raises(UserError, match=r"line 1: duplicate key 'x' \(first at line 1\)"):
+        parse_yaml("a: {x: 1, y: 2, x: 3}")
+    with pytest.raises(UserError, match=r"-o algorithm.advantage=.*duplicate key 'fn'"):
+        load_recipe("recipes/grpo.yaml", None, ["algorithm.advantage={fn: grpo, fn: rec}"])
+    # an explicit key over one merged in with `<<: *anchor` is an override, not a duplicate
+    assert parse_yaml("b: &b {x: 1, y: 2}\nc: {<<: *b, x: 3}")["c"] == {"x": 3, "y": 2}
