@@ -15,6 +15,8 @@ Int = Annotated[int, _NoCoercion()]
 Float = Annotated[float, _NoCoercion(), AllowInfNan(False)]
 Bool = Annotated[bool, _NoCoercion()]
 Unit = Annotated[Float, Field(ge=0, lt=1)]   # in [0, 1)
+# numpy's seed range: accelerate's set_seed (train.seed) refuses anything else, and only at train time
+Seed = Annotated[Int, Field(ge=0, lt=2**32)]
 
 
 class Strict(BaseModel):
@@ -57,7 +59,7 @@ class TinyConfig(Strict):
     kv_heads: Int = Field(2, gt=0)
     intermediate_size: Int = Field(256, gt=0)
     vocab_size: Int | None = Field(None, gt=0)   # pad the embedding (e.g. 151936 for Qwen-shaped benchmarks)
-    seed: Int = 0
+    seed: Seed = 0
 
 
 class VisionConfig(Strict):
@@ -131,7 +133,7 @@ class Train(Strict):
     prompts_per_step: Int = Field(16, gt=0)
     group_size: Int = Field(8, gt=0)
     lr: Float = Field(1e-6, gt=0)
-    seed: Int = 0
+    seed: Seed = 0
     ppo_epochs: Int = Field(1, gt=0)
     mini_batches: Int = Field(1, gt=0)
     micro_batch_size: Int | None = Field(None, gt=0)
