@@ -9,6 +9,7 @@ from .errors import UserError, did_you_mean
 from .registry import check_params, construct, get, names, signature_params
 from .rewards.combine import LOOP_ARGS
 from .tasks.loaders import check_source
+from .trainer import Components
 from .transforms import TRANSFORM_INPUTS
 from .vision import require_vision
 
@@ -38,6 +39,10 @@ def check_components(recipe) -> None:
             raise UserError("algorithm.sampler.fn", f"sampler {alg.sampler.fn!r} reads the per-prompt values "
                             f"of a tracking advantage estimator, and {alg.advantage.fn!r} keeps none",
                             "use advantage spo")
+    # Build the stateful components (classes: samplers, trackers, R2VPO...) as train will, so
+    # their constructors' range checks fail here, before any model loads; one row stands in
+    # for the data, which no constructor checks against.
+    Components(recipe, num_rows=1)
     tools = recipe.generation.tools
     if tools is not None:
         check_params("tool", tools.tool.fn, tools.tool.params, "generation.tools.tool", provided=("task",))
