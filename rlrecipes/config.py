@@ -199,7 +199,12 @@ def load_recipe(path: str | Path, preset: str | None = None, overrides: list[str
             check_components(recipe)
         return recipe
     except UserError as err:
-        raise (err if err.where.startswith(str(path)) else err.at(str(path))) from err
+        if err.where.startswith(str(path)):   # about the file itself (YAML, presets: shape)
+            raise
+        # name the preset: `validate` without --preset checks every one, and a value can be
+        # wrong only once a preset is merged
+        named = preset and not err.where.startswith(("presets", "--preset"))
+        raise err.at(f"{path} (preset {preset})" if named else str(path)) from err
 
 
 def to_dict(recipe: Recipe) -> dict:
