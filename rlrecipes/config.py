@@ -13,6 +13,7 @@ from pathlib import Path
 
 import yaml
 from pydantic import BaseModel, ValidationError
+from typing_extensions import is_typeddict
 
 from .errors import UserError, did_you_mean
 from .schema import (  # noqa: F401  (the models stay importable from here)
@@ -111,7 +112,7 @@ def _pydantic_error(exc: ValidationError) -> UserError:
         parent = Recipe
         for part in loc[:-1]:
             parent = _field_model(parent, part)
-        fields = parent.model_fields if parent else {}
+        fields = (getattr(parent, "model_fields", None) or getattr(parent, "__annotations__", {})) if parent else {}
         return UserError(where, "unknown field", did_you_mean(loc[-1], fields))
     if err["type"] == "missing":
         return UserError(where, "required field is missing")
@@ -134,12 +135,12 @@ _FIXES = {  # how to mend the common type errors (the field path says where)
 
 
 def _field_model(model, name):
-    """The pydantic model class of field `name` of `model` (through lists), or None."""
+    """The pydantic model (or TypedDict) class of field `name` of `model` (through lists), or None."""
     if model is None or not hasattr(model, "model_fields") or name not in model.model_fields:
         return None if not name.isdigit() else model
     ann = model.model_fields[name].annotation
     for cand in (ann, *getattr(ann, "__args__", ())):
-        if isinstance(cand, type) and issubclass(cand, BaseModel):
+        if isinstance(cand, type) and (issubclass(cand, BaseModel) or is_typeddict(cand)):
             return cand
     return None
 

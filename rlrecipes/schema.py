@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AllowInfNan, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AllowInfNan, BaseModel, ConfigDict, Field, field_validator, with_config
 from pydantic import Strict as _NoCoercion
+from typing_extensions import TypedDict  # pydantic needs this one before Python 3.12
 
 # Strict scalars: no bool -> int, no "1" -> int, no "0.5" -> float (the YAML loader already reads
 # 1e-5 as a float); an int is a float; every float is finite.
@@ -181,9 +182,24 @@ class Checkpoint(Strict):
     best_mode: Literal["max", "min"] = "max"
 
 
+@with_config(ConfigDict(extra="forbid"))
+class PaperExpect(TypedDict, total=False):
+    """What the paper reports (a dict, as scripts read it): `value` None where it gives none."""
+    metric: str
+    value: Float | str | None
+    source: str
+
+
+@with_config(ConfigDict(extra="forbid"))
+class TinyExpect(TypedDict, total=False):
+    """What the tiny preset must show: eval's `metric` (e.g. pass@1) rises by `min_gain`."""
+    metric: str
+    min_gain: Float
+
+
 class Expect(Strict):
-    paper: dict[str, Any] = {}
-    tiny: dict[str, Any] = {}
+    paper: PaperExpect = {}
+    tiny: TinyExpect = {}
 
 
 class Recipe(Strict):

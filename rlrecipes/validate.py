@@ -89,7 +89,7 @@ def _check_rules(recipe) -> None:
             raise UserError("eval.k", f"k={k} must be between 1 and eval.samples={ev.samples}")
     if len(set(ev.k)) != len(ev.k):
         raise UserError("eval.k", f"{ev.k} repeats a value", "list each k once")
-    _check_best_metric(recipe)
+    _check_eval_metrics(recipe)
     if gen.min_new_tokens > gen.max_new_tokens:
         raise UserError("generation.min_new_tokens", f"{gen.min_new_tokens} exceeds max_new_tokens {gen.max_new_tokens}")
     n = train.prompts_per_step * train.group_size
@@ -119,17 +119,22 @@ def _check_whole_groups(recipe) -> None:
                         f"use a multiple of group_size {G}")
 
 
-def _check_best_metric(recipe) -> None:
-    """`checkpoint.best_metric` must be a metric some eval of the run logs."""
+def _check_eval_metrics(recipe) -> None:
+    """`checkpoint.best_metric` (as logged: eval/NAME) and `expect.tiny.metric` (NAME, read by
+    benchmarks/tiny_sweep.py) must be metrics that eval reports with these settings and task."""
     from .evaluate import reported
     ck, ev = recipe.checkpoint, recipe.eval
-    if ck.best_metric is None:
-        return
-    if not (ev.every and ev.every < recipe.train.steps) and not ev.at_end:
-        raise UserError("checkpoint.best_metric", "no eval runs during or at the end of training",
-                        "set eval.every or eval.at_end: true")
     tools = ("calls", "turns", "obs_tokens") if recipe.generation.tools else ()
-    names = [f"eval/{n}" for n in reported(ev.k, ev.samples, get("task", recipe.data.task).regression, tools)]
-    if ck.best_metric not in names:
-        raise UserError("checkpoint.best_metric", f"{ck.best_metric!r} is not a metric eval reports",
-                        did_you_mean(ck.best_metric, names))
+    names = reported(ev.k, ev.samples, get("task", recipe.data.task).regression, tools)
+    if ck.best_metric is not None:
+        if not (ev.every and ev.every < recipe.train.steps) and not ev.at_end:
+            raise UserError("checkpoint.best_metric", "no eval runs during or at the end of training",
+                            "set eval.every or eval.at_end: true")
+        _one_of_metrics("checkpoint.best_metric", ck.best_metric, [f"eval/{n}" for n in names])
+    if "metric" in recipe.expect.tiny:
+        _one_of_metrics("expect.tiny.metric", recipe.expect.tiny["metric"], names)
+
+
+def _one_of_metrics(field: str, metric: str, names: list[str]) -> None:
+    if metric not in names:
+        raise UserError(field, f"{metric!r} is not a metric eval reports", did_you_mean(metric, names))
