@@ -36,6 +36,7 @@ import struct
 import subprocess
 import sys
 import sysconfig
+import tempfile
 import time
 from dataclasses import dataclass
 
@@ -129,13 +130,12 @@ def _rlrecipes_sandbox(cfg, filt):
 try:
     _keep = _rlrecipes_sandbox(__import__("json").loads(sys.argv[2]), bytes.fromhex(sys.argv[3]))
 except Exception as exc:
-    sys.stderr.write(f"rlrecipes-sandbox: setup failed: {exc}\n")
+    sys.stderr.write(f"rlrecipes-sandbox: setup failed: {exc}\n")   # the program does not run
     sys.exit(125)
 _code, sys.argv = sys.argv[1], ["-c"]
 del _rlrecipes_sandbox, _keep
 exec(compile(_code, "<tool>", "exec"), {"__name__": "__main__", "__builtins__": __builtins__})
 """
-SETUP_FAILED = 125
 
 
 @dataclass
@@ -256,39 +256,37 @@ def bwrap_argv(limits: Limits, code: str) -> list[str]:
             "--setenv", "TMPDIR", "/scratch", "--setenv", "HOME", "/scratch", "--setenv", "PYTHONIOENCODING", "utf-8",
             "--cap-drop", "ALL", "--cap-add", "CAP_SYS_ADMIN"]
     argv += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"] if root else ["--unshare-user", "--uid", "0", "--gid", "0"]
-    for folder in sorted({folder for path in paths for folder in _parents(path)}):   # bwrap would create them 0700 when privileged: nobody could not enter
+    # the bound paths' parent folders, 0755 (bwrap makes them 0700 when privileged: nobody could not enter)
+    for folder in sorted({folder for path in paths for folder in _parents(path)}):
         argv += ["--perms", "0755", "--dir", folder]
     for path in paths:
         argv += ["--ro-bind", path, path]
     argv += ["--dev", "/dev", "--dir", "/scratch", "--remount-ro", "/dev", "--remount-ro", "/", "--chdir", "/"]
-    rlimits = {"RLIMIT_CPU": max(1, math.ceil(limits.timeout_s)), "RLIMIT_AS": limits.memory_mb << 20,
-               "RLIMIT_FSIZE": limits.file_mb << 20, "RLIMIT_NOFILE": limits.max_open_files,
-               "RLIMIT_NPROC": limits.max_procs, "RLIMIT_CORE": 0}
+    rlimits = {**_rlimits(limits), "RLIMIT_NOFILE": limits.max_open_files, "RLIMIT_NPROC": limits.max_procs,
+               "RLIMIT_CORE": 0}
     cfg = {"uid": 65534 if root else None, "rlimits": rlimits, "max_files": limits.max_files,
            "scratch_bytes": limits.scratch_mb << 20}
     return argv + ["--", exe, "-I", "-S", "-B", "-c", _PREAMBLE, code, json.dumps(cfg), seccomp_filter().hex()]
 
 
-def local_argv(limits: Limits, code: str) -> list[str]:
-    """`sandbox: unsafe_local`: the interpreter with rlimits only; no isolation at all."""
-    return [sys.executable, "-I", "-S", "-c", code]
-
-
-def local_limits(limits: Limits):
-    def apply():
-        import resource
-        resource.setrlimit(resource.RLIMIT_AS, (limits.memory_mb << 20,) * 2)
-        resource.setrlimit(resource.RLIMIT_CPU, (max(1, math.ceil(limits.timeout_s)),) * 2)
-        resource.setrlimit(resource.RLIMIT_FSIZE, (limits.file_mb << 20,) * 2)
-    return apply
+def _rlimits(limits: Limits) -> dict[str, int]:
+    """CPU seconds, address space and file size: the limits both modes set."""
+    return {"RLIMIT_CPU": max(1, math.ceil(limits.timeout_s)), "RLIMIT_AS": limits.memory_mb << 20,
+            "RLIMIT_FSIZE": limits.file_mb << 20}
 
 
 def run_python(code: str, limits: Limits, mode: str = "bwrap") -> Result:
-    if mode == "unsafe_local":
-        import tempfile
-        with tempfile.TemporaryDirectory() as tmp:
-            return run_streaming(local_argv(limits, code), limits, cwd=tmp, env={}, preexec_fn=local_limits(limits))
-    return run_streaming(bwrap_argv(limits, code), limits)
+    """Run `code` sandboxed (`bwrap`) or, for `unsafe_local`, as a plain `python -I -S` in a
+    temporary folder with an empty environment and `_rlimits` only: no isolation at all."""
+    if mode == "bwrap":
+        return run_streaming(bwrap_argv(limits, code), limits)
+
+    def apply():
+        import resource
+        for name, value in _rlimits(limits).items():
+            resource.setrlimit(getattr(resource, name), (value, value))
+    with tempfile.TemporaryDirectory() as tmp:
+        return run_streaming([sys.executable, "-I", "-S", "-c", code], limits, cwd=tmp, env={}, preexec_fn=apply)
 
 
 @functools.lru_cache(maxsize=None)
