@@ -105,7 +105,8 @@ def apply_override(raw: dict, override: str) -> dict:
 
 def _pydantic_error(exc: ValidationError) -> UserError:
     err = exc.errors()[0]
-    loc = [str(x) for x in err["loc"] if not str(x).startswith("function-after")]
+    # pydantic names the member of a union it tried ("literal['synthetic']", "list[str]"): not a field
+    loc = [str(x) for x in err["loc"] if not ("[" in str(x) and not str(x).startswith("["))]
     where = ".".join(loc).replace(".[", "[") or "<recipe>"
     where = re.sub(r"\.(\d+)(?=\.|$)", r"[\1]", where)
     if err["type"] == "extra_forbidden":

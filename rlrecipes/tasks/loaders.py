@@ -31,6 +31,10 @@ def check_source(source) -> None:
         from ..errors import did_you_mean
         key = sorted(unknown)[0]
         raise UserError(f"data.source.{key}", "unknown key", did_you_mean(key, SOURCE_KEYS))
+    for key, value in source.items():   # ids, splits, revisions and paths are all text
+        if not isinstance(value, str) or not value:
+            raise UserError(f"data.source.{key}", f"expected a non-empty string, got {value!r}",
+                            "write the text, quoted if YAML would read a number or yes/no, e.g. revision: '2024'")
     if ("hf" in source) == ("path" in source):
         raise UserError("data.source", "give exactly one of hf: (a dataset id) or path: (a local file)")
     for key in ("path", "test_path"):
