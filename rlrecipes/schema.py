@@ -18,6 +18,7 @@ Bool = Annotated[bool, _NoCoercion()]
 Unit = Annotated[Float, Field(ge=0, lt=1)]   # in [0, 1)
 # numpy's seed range: accelerate's set_seed (train.seed) refuses anything else, and only at train time
 Seed = Annotated[Int, Field(ge=0, lt=2**32)]
+Tag = Annotated[str, Field(min_length=1)]   # an empty tag would match everywhere
 
 
 class Strict(BaseModel):
@@ -151,8 +152,8 @@ class ToolUse(Strict):
     """Multi-turn rollouts: `tool` answers each call between the `call` tags, inside `result`."""
     tool: Component
     max_turns: Int = Field(4, gt=0)
-    call: tuple[str, str] = ("<search>", "</search>")
-    result: tuple[str, str] = ("<information>", "</information>")
+    call: tuple[Tag, Tag] = ("<search>", "</search>")
+    result: tuple[Tag, Tag] = ("<information>", "</information>")
 
 
 class Generation(Strict):
