@@ -8,7 +8,7 @@ from .algorithms import ADVANTAGE_INPUTS, LOSS_INPUTS, REGULARIZER_INPUTS
 from .errors import UserError, did_you_mean
 from .registry import check_params, construct, get, names, signature_params
 from .rewards.combine import LOOP_ARGS
-from .tasks.loaders import check_source
+from .tasks.loaders import check_source, synthetic_rows
 from .trainer import Components
 from .transforms import TRANSFORM_INPUTS
 from .vision import require_vision
@@ -18,7 +18,7 @@ def check_components(recipe) -> None:
     alg = recipe.algorithm
     task_cls = get("task", recipe.data.task, "data.task")
     check_params("task", recipe.data.task, recipe.data.params, "data.params")
-    construct(task_cls, "data.params", **recipe.data.params)   # the task's own range checks
+    _check_synthetic(recipe, construct(task_cls, "data.params", **recipe.data.params))  # its range checks
     for i, reward in enumerate(recipe.rewards):
         check_params("reward", reward.fn, reward.params, f"rewards[{i}]", provided=LOOP_ARGS,
                      require=False)
@@ -57,6 +57,18 @@ def check_components(recipe) -> None:
     _check_rules(recipe)
 
 
+def _check_synthetic(recipe, task) -> None:
+    """A synthetic source needs a task that makes data, with room for data.test_size test items
+    (the task's split checks run on one test row, as cheap as it gets)."""
+    if recipe.data.source != "synthetic":
+        return
+    from .tasks.base import Task
+    if type(task).synthetic is Task.synthetic:  # not overridden
+        raise UserError("data.source", f"task {recipe.data.task!r} has no synthetic data",
+                        "give data.source: {hf: ...} or {path: ...}")
+    synthetic_rows(task, "test", 1, recipe.train.seed, recipe.data.test_size)
+
+
 def _check_rules(recipe) -> None:
     model, train, ev, gen = recipe.model, recipe.train, recipe.eval, recipe.generation
     if model.name_or_path != "tiny" and model.name_or_path.startswith((".", "/", "~")):
@@ -68,11 +80,6 @@ def _check_rules(recipe) -> None:
         if train.prefix_sharing:
             raise UserError("train.prefix_sharing", "the shared-prefix forward is text-only; "
                             f"task {recipe.data.task!r} shows images", "set train.prefix_sharing: false")
-    if recipe.data.source == "synthetic":
-        from .tasks.base import Task
-        if get("task", recipe.data.task).synthetic is Task.synthetic:  # not overridden
-            raise UserError("data.source", f"task {recipe.data.task!r} has no synthetic data",
-                            "give data.source: {hf: ...} or {path: ...}")
     seen: dict[str, int] = {}
     for i, reward in enumerate(recipe.rewards):
         name = reward.label

@@ -121,12 +121,21 @@ def _rows(dataset, fields: dict, task) -> list[dict]:
     return rows
 
 
+def synthetic_rows(task, split: str, n: int, seed: int, test_size: int) -> list[dict]:
+    """`task.synthetic(...)`; its ValueError (the test split leaves no training items) is the
+    user's: a UserError naming data.test_size."""
+    try:
+        return task.synthetic(split, n, seed, test_size=test_size)
+    except ValueError as exc:
+        raise UserError("data.test_size", str(exc), "lower it, or widen the task through data.params") from None
+
+
 def load_splits(data, task, seed: int) -> tuple[list[dict], list[dict]]:
     """(train_rows, test_rows) for the recipe's `data` section."""
     if data.source == "synthetic":
         n_train = data.train_size or 10_000
-        return (task.synthetic("train", n_train, seed, test_size=data.test_size),
-                task.synthetic("test", data.test_size, seed, test_size=data.test_size))
+        return (synthetic_rows(task, "train", n_train, seed, data.test_size),
+                synthetic_rows(task, "test", data.test_size, seed, data.test_size))
     check_source(data.source)
     folder = lambda key: Path(data.source[key]).parent if key in data.source else None  # noqa: E731
     train = _rows(_load(data.source, "train"), data.fields, task)
