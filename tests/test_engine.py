@@ -166,3 +166,13 @@ def test_draws_follow_the_warped_distribution():
     expected = torch.tensor([4.0, 2.0, 0.0]).exp()   # logits / 0.5 over the top 3
     expected = torch.cat([expected / expected.sum(), torch.zeros(1)])
     assert torch.allclose(freq, expected, atol=0.01)
+
+
+def test_a_full_fine_tune_generates_from_its_own_weights_without_a_copy():
+    model, _ = _policy("none")
+    w = weights_of(model)
+    attn = model.model.layers[0].self_attn
+    assert w.layers[0]["q"][0] is attn.q_proj.weight and w.layers[0]["down"][0] is model.model.layers[0].mlp.down_proj.weight
+    lora, _ = _policy("lora")
+    base = lora.get_base_model().model.layers[0].self_attn.q_proj
+    assert weights_of(lora).layers[0]["q"][0].data_ptr() != base.base_layer.weight.data_ptr()   # merged copy

@@ -72,14 +72,6 @@ def _linear(mod, dtype) -> tuple[torch.Tensor, torch.Tensor | None]:
     return mod.weight, mod.bias
 
 
-def _fused(parts: list[tuple[torch.Tensor, torch.Tensor | None]]) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Row-stacked weights (and biases) of linears that read the same input."""
-    weight = torch.cat([w for w, _ in parts])
-    if all(b is None for _, b in parts):
-        return weight, None
-    return weight, torch.cat([b if b is not None else w.new_zeros(w.shape[0]) for w, b in parts])
-
-
 class Weights:
     """The tensors one decode step reads, taken from a (peft-wrapped) Qwen2/Llama model."""
 
@@ -91,11 +83,9 @@ class Weights:
         self.layers = []
         for layer in inner.layers:
             att, mlp = layer.self_attn, layer.mlp
-            self.layers.append({   # q, k, v in one matmul; gate and up in another
-                "qkv": _fused([_linear(getattr(att, f"{k}_proj"), self.dtype) for k in "qkv"]),
-                "o": _linear(att.o_proj, self.dtype),
-                "gate_up": _fused([_linear(mlp.gate_proj, self.dtype), _linear(mlp.up_proj, self.dtype)]),
-                "down": _linear(mlp.down_proj, self.dtype),
+            self.layers.append({   # separate matmuls: fusing q/k/v would copy plain weights too
+                **{k: _linear(getattr(att, f"{k}_proj"), self.dtype) for k in "qkvo"},
+                **{k: _linear(getattr(mlp, f"{k}_proj"), self.dtype) for k in ("gate", "up", "down")},
                 "ln1": (layer.input_layernorm.weight, layer.input_layernorm.variance_epsilon),
                 "ln2": (layer.post_attention_layernorm.weight, layer.post_attention_layernorm.variance_epsilon)})
         self.norm = (inner.norm.weight, inner.norm.variance_epsilon)
@@ -166,17 +156,16 @@ def forward(w: Weights, ids_NS, pos_NS, valid_NS, cache: Cache) -> torch.Tensor:
     # causal over real keys; a padding query sees itself (its output is never used; no NaN)
     mask = (cache.valid_NS[:, None, None, :t1] & (keys <= queries)) | (keys == queries)
     h = w.embed[ids_NS]
-    q_dim, kv_dim = w.heads * w.head_dim, w.kv_heads * w.head_dim
     for layer, k_cache, v_cache in zip(w.layers, cache.k, cache.v):
-        q, k, v = _proj(_rms(h, layer["ln1"]), layer["qkv"]).split((q_dim, kv_dim, kv_dim), -1)
-        q = _rope(q.view(N, S, w.heads, w.head_dim).transpose(1, 2), cos, sin)
-        k_cache[:, :, t0:t1] = _rope(k.view(N, S, w.kv_heads, w.head_dim).transpose(1, 2), cos, sin)
-        v_cache[:, :, t0:t1] = v.view(N, S, w.kv_heads, w.head_dim).transpose(1, 2)
+        x = _rms(h, layer["ln1"])
+        q = _rope(_proj(x, layer["q"]).view(N, S, w.heads, w.head_dim).transpose(1, 2), cos, sin)
+        k_cache[:, :, t0:t1] = _rope(_proj(x, layer["k"]).view(N, S, w.kv_heads, w.head_dim).transpose(1, 2), cos, sin)
+        v_cache[:, :, t0:t1] = _proj(x, layer["v"]).view(N, S, w.kv_heads, w.head_dim).transpose(1, 2)
         att = F.scaled_dot_product_attention(q, k_cache[:, :, :t1], v_cache[:, :, :t1], attn_mask=mask,
                                              enable_gqa=w.kv_heads != w.heads)
         h = h + _proj(att.transpose(1, 2).reshape(N, S, -1), layer["o"])
-        gate, up = _proj(_rms(h, layer["ln2"]), layer["gate_up"]).chunk(2, -1)
-        h = h + _proj(F.silu(gate) * up, layer["down"])
+        x = _rms(h, layer["ln2"])
+        h = h + _proj(F.silu(_proj(x, layer["gate"])) * _proj(x, layer["up"]), layer["down"])
     cache.length = t1
     return F.linear(_rms(h[:, -1], w.norm), w.lm_head).float()
 
