@@ -131,7 +131,8 @@ def _check_eval_metrics(recipe) -> None:
     benchmarks/tiny_sweep.py) must be metrics that eval reports with these settings and task."""
     from .evaluate import reported
     ck, ev = recipe.checkpoint, recipe.eval
-    tools = ("calls", "turns", "obs_tokens") if recipe.generation.tools else ()
+    from .rollout.multiturn import TOOL_STATS
+    tools = TOOL_STATS if recipe.generation.tools else ()
     names = reported(ev.k, ev.samples, get("task", recipe.data.task).regression, tools)
     if ck.best_metric is not None:
         if not (ev.every and ev.every < recipe.train.steps) and not ev.at_end:

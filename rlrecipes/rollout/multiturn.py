@@ -17,6 +17,9 @@ from .engine import fast_generate, fast_supported, sample
 from .generate import Rollout, decode, generate
 
 
+TOOL_STATS = ("calls", "turns", "obs_tokens")   # per-sequence counts in Rollout.stats (eval: tool_<name>)
+
+
 def _left_pad(seqs: list[list[int]], pad: int, device) -> tuple[torch.Tensor, torch.Tensor]:
     width = max(len(s) for s in seqs)
     ids = torch.tensor([[pad] * (width - len(s)) + s for s in seqs], device=device)
@@ -109,7 +112,7 @@ class ToolRollouts:
         mask_NT = torch.tensor([[1] * len(r) + [0] * (T - len(r)) for r in resp], device=device)
         loss_NT = torch.tensor([s + [0] * (T - len(s)) for s in sampled], device=device)
         prompt_ids, prompt_mask = _left_pad(context, pad, device)
-        stats = {"calls": torch.tensor(calls), "turns": torch.tensor(turns), "obs_tokens": torch.tensor(obs_tokens)}
+        stats = dict(zip(TOOL_STATS, map(torch.tensor, (calls, turns, obs_tokens))))
         return Rollout(prompt_ids, prompt_mask, ids_NT, mask_NT, decode(tokenizer, ids_NT, mask_NT),
                        torch.tensor([not e for e in ended], device=device), loss_NT, stats)
 
