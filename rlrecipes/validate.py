@@ -130,8 +130,8 @@ def _check_eval_metrics(recipe) -> None:
     """`checkpoint.best_metric` (as logged: eval/NAME) and `expect.tiny.metric` (NAME, read by
     benchmarks/tiny_sweep.py) must be metrics that eval reports with these settings and task."""
     from .evaluate import reported
-    ck, ev = recipe.checkpoint, recipe.eval
     from .rollout.multiturn import TOOL_STATS
+    ck, ev = recipe.checkpoint, recipe.eval
     tools = TOOL_STATS if recipe.generation.tools else ()
     names = reported(ev.k, ev.samples, get("task", recipe.data.task).regression, tools)
     if ck.best_metric is not None:
