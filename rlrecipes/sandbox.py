@@ -73,6 +73,7 @@ class SandboxUnavailable(RuntimeError):
     """The host cannot provide the isolation; the message says what is missing and how to fix it."""
 
 
+@functools.lru_cache(maxsize=None)
 def seccomp_filter(machine: str | None = None) -> bytes:
     """The classic-BPF seccomp program (struct sock_filter[]) for this CPU architecture.
     A foreign architecture's syscall (e.g. x32 or i386 on x86_64) kills the process."""

@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .generate import Rollout, completion_mask, decode, encode_prompts, generate
+from .generate import Rollout, encode_prompts, generate, sampled_rollout
 
 _ARCHES = ("qwen2", "llama")
 _STATIC_ROPE = ("default", "linear", "llama3")
@@ -250,7 +250,5 @@ def fast_generate(model, tokenizer, prompts: list[str], gen, device, repeat: int
     completion_NT = sample(model, ids_BP, mask_BP, repeat, gen.max_new_tokens, stop_ids=[tokenizer.eos_token_id],
                            pad_id=tokenizer.pad_token_id, min_new=gen.min_new_tokens, temperature=gen.temperature,
                            top_k=gen.top_k, top_p=gen.top_p)
-    ids_NP, mask_NP = ids_BP.repeat_interleave(repeat, 0), mask_BP.repeat_interleave(repeat, 0)
-    cmask_NT = completion_mask(completion_NT, tokenizer.eos_token_id)
-    truncated_N = ~(completion_NT == tokenizer.eos_token_id).any(1)
-    return Rollout(ids_NP, mask_NP, completion_NT, cmask_NT, decode(tokenizer, completion_NT, cmask_NT), truncated_N)
+    return sampled_rollout(tokenizer, ids_BP.repeat_interleave(repeat, 0), mask_BP.repeat_interleave(repeat, 0),
+                           completion_NT)

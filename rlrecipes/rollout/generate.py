@@ -149,6 +149,11 @@ def generate(model, tokenizer, prompts: list[str], gen, device, repeat: int = 1)
     completion_NT = out[:, ids_NP.shape[1]:]
     if completion_NT.shape[1] == 0:  # degenerate: nothing generated
         completion_NT = torch.full((len(ids_NP), 1), tokenizer.eos_token_id, device=device)
+    return sampled_rollout(tokenizer, ids_NP, mask_NP, completion_NT, vision)
+
+
+def sampled_rollout(tokenizer, ids_NP, mask_NP, completion_NT, vision=None) -> Rollout:
+    """The Rollout of sampled completions (right-padded after EOS): masks, truncation, texts."""
     cmask_NT = completion_mask(completion_NT, tokenizer.eos_token_id)
     truncated_N = ~(completion_NT == tokenizer.eos_token_id).any(1)
     texts = decode(tokenizer, completion_NT, cmask_NT)
