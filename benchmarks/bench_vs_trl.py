@@ -6,8 +6,9 @@ beta 0.04 (both compute reference log-probs), one update per step, full fine-tun
 gradient checkpointing off on both sides unless --gradient-checkpointing (TRL's default is on;
 an earlier version of this script left it on for TRL alone, which flattered our speed).
 Prints completions/s and completion tokens/s (B*G*T over the median step time; the first step is
-a warm-up and not timed), for rlrecipes the share of the step spent generating, and peak RSS of
-each process, and the ratios rlrecipes / TRL. Not a test: numbers vary by machine.
+a warm-up and not timed), the share of the step spent generating (TRL: its generate() calls
+timed; ours: the step's phases from metrics.jsonl's time/*), peak RSS of each process, and the
+ratios rlrecipes / TRL. Not a test: numbers vary by machine.
 
 `--gen-heavy` is the generation-bound setting: 64 new tokens after 48-token prompts (the sums
 behind a fixed preamble, the same rows for both). `--engine fast|hf` picks our rollout engine.
@@ -28,6 +29,7 @@ import time
 from pathlib import Path
 
 B, G = 16, 8
+PHASES = ("generate", "score", "reference", "update", "other")   # our metrics' time/<phase>
 PREAMBLE = "Add the two numbers below and answer. "
 
 
@@ -76,8 +78,9 @@ def run_ours(args, mode: str, out_dir: Path) -> dict:
     lines = [json.loads(line) for line in (out_dir / "ours" / "metrics.jsonl").read_text().splitlines()]
     steps = [m for m in lines if "step_time" in m][1:]  # eval lines have none; the first is a warm-up
     step_time = statistics.median(m["step_time"] for m in steps)
-    gen_time = statistics.median(B * G * T / m["gen_tokens_per_s"] for m in steps)
-    return {"completions_per_s": B * G / step_time, "gen_share": gen_time / step_time}
+    phases = {k: statistics.median(m[f"time/{k}"] for m in steps) for k in PHASES[:-1]}
+    phases["other"] = max(0.0, step_time - sum(phases.values()))
+    return {"completions_per_s": B * G / step_time, "gen_share": phases["generate"] / step_time, "phases": phases}
 
 
 def run_trl(args, mode: str, out_dir: Path) -> dict:
@@ -106,6 +109,7 @@ def run_trl(args, mode: str, out_dir: Path) -> dict:
         generation_kwargs={"min_new_tokens": T}, seed=0, disable_tqdm=True,
         gradient_checkpointing=args.gradient_checkpointing)  # TRL's default is True; ours False
     ends: list[float] = []
+    gen: list[float] = []   # seconds in the policy's generate(), one call per step here
 
     class Clock(TrainerCallback):
         def on_step_end(self, *a, **k):
@@ -114,8 +118,23 @@ def run_trl(args, mode: str, out_dir: Path) -> dict:
     trainer = GRPOTrainer(model=model, reward_funcs=accuracy, args=config, train_dataset=data,
                           processing_class=AutoTokenizer.from_pretrained(path), peft_config=peft_config,
                           callbacks=[Clock()])
+    plain_generate = trainer.model.generate
+
+    def timed_generate(*a, **k):
+        t = time.perf_counter()
+        out = plain_generate(*a, **k)
+        gen.append(time.perf_counter() - t)
+        return out
+
+    trainer.model.generate = timed_generate
     trainer.train()
-    return {"completions_per_s": B * G / statistics.median(b - a for a, b in zip(ends, ends[1:]))}
+    step_time = statistics.median(b - a for a, b in zip(ends, ends[1:]))
+    result = {"completions_per_s": B * G / step_time}
+    if len(gen) == len(ends):  # one generate per step, as configured: its share is meaningful
+        result["gen_share"] = statistics.median(gen[1:]) / step_time
+        result["phases"] = {"generate": statistics.median(gen[1:]),
+                            "other": max(0.0, step_time - statistics.median(gen[1:]))}
+    return result
 
 
 def worker(args) -> None:
@@ -207,6 +226,10 @@ def main() -> None:
             print(f"{mode:6} ratio      peak GPU memory x{ratio['gpu_mem']:.2f} "
                   f"({ours['gpu_mem_peak_gb']:.2f} vs {trl['gpu_mem_peak_gb']:.2f} GiB)")
         summary["ratios"][mode] = ratio
+        for impl, r in (("rlrecipes", ours), ("trl", trl)):
+            if "phases" in r:
+                print(f"{mode:6} {impl:10} seconds per step: " + ", ".join(
+                    f"{k} {v:.3f}" for k, v in r["phases"].items()))
         print(f"{mode:6} ratio      speed x{ratio['speed']:.2f} (target >= {2.5 if args.gen_heavy else 1.5})   "
               f"peak RSS x{ratio['rss']:.2f} (target <= 0.8)")
     if args.json:

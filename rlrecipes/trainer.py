@@ -79,6 +79,7 @@ def rl_step(ctx, step: int) -> dict:
     gen_time = time.perf_counter() - t_gen
     rewards_NK = score(ctx.reward_fns, [p for p in prompts for _ in range(G)], rollout.texts, rows, G, step,
                        rollout.completion_ids())
+    score_time = time.perf_counter() - t_gen - gen_time
     refined = {}
     if comp.refiners:  # components that rework a scored batch (Scaf-GRPO, DAPO, SPO's offline values)
         rollout, rewards_NK, refined = _refine(ctx, step, rows, rollout, rewards_NK)
@@ -119,7 +120,7 @@ def rl_step(ctx, step: int) -> dict:
         "truncated_frac": rollout.truncated_N.float().mean().item(),
         **{f"tool/{k}": v.float().mean().item() for k, v in rollout.stats.items()},
         "lr": ctx.scheduler.get_last_lr()[0], "step_time": time.perf_counter() - t0,
-        "gen_tokens_per_s": mask_NT.sum().item() / gen_time})
+        "gen_tokens_per_s": mask_NT.sum().item() / gen_time, "time/generate": gen_time, "time/score": score_time})
     if torch.cuda.is_available():
         metrics["gpu_mem_peak_gb"] = torch.cuda.max_memory_allocated() / 2**30
     ctx.scheduler.step()
@@ -208,11 +209,12 @@ def update(ctx, rollout, adv_N, reward_N, step: int, old_NT=None) -> dict:
     unwrapped = acc.unwrap_model(ctx.model)
     if old_NT is None and not on_policy:
         old_NT = _fixed_logprobs(ctx, unwrapped, rollout, all_micro)
-    ref_NT = None
+    ref_NT, t_ref = None, time.perf_counter()
     if comp.needs_ref:
         ref_model, ref_ctx = ctx.reference.context(unwrapped)
         with ref_ctx:
             ref_NT = _fixed_logprobs(ctx, ref_model, rollout, all_micro)
+    t_ref, t_update = time.perf_counter() - t_ref, time.perf_counter()
     mask_NT = rollout.loss_mask().float()
     max_len = r.generation.max_new_tokens
     sums: dict[str, float] = {}
@@ -248,7 +250,7 @@ def update(ctx, rollout, adv_N, reward_N, step: int, old_NT=None) -> dict:
                 skipped += 1
             ctx.optimizer.zero_grad(set_to_none=True)
     return {**{k: v / n_updates for k, v in sums.items()}, "skipped_updates": skipped,
-            "updates": n_updates}
+            "updates": n_updates, "time/reference": t_ref, "time/update": time.perf_counter() - t_update}
 
 
 def _flat_grad(params) -> torch.Tensor:

@@ -142,27 +142,48 @@ class Cache:
         self.valid_NS = self.valid_NS[rows]
 
 
-def forward(w: Weights, ids_NS, pos_NS, valid_NS, cache: Cache) -> torch.Tensor:
+def rope_table(w: Weights, length: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin [length, D] of every position a sample call reaches, computed once per call."""
+    angles = torch.arange(length, device=device).float().unsqueeze(-1) * w.inv_freq.to(device)
+    emb = torch.cat((angles, angles), -1)
+    return (emb.cos() * w.rope_scale).to(w.dtype), (emb.sin() * w.rope_scale).to(w.dtype)
+
+
+def _decode_attention(q, k, v, bias_N11S, kv_heads: int):
+    """One query per row against the cache, written out: q [N, H, 1, D], k/v [N, H_kv, S, D];
+    scores and softmax in float32 (as transformers' eager attention). On CPU this is about 5x
+    faster than `scaled_dot_product_attention` for a single query."""
+    N, H, _, D = q.shape
+    q = q.view(N, kv_heads, H // kv_heads, D)                         # query heads grouped by kv head
+    scores = torch.matmul(q, k.transpose(-1, -2)).float() * D ** -0.5 + bias_N11S
+    att = torch.matmul(scores.softmax(-1).to(v.dtype), v)             # [N, H_kv, H/H_kv, D]
+    return att.view(N, H, 1, D)
+
+
+def forward(w: Weights, ids_NS, pos_NS, valid_NS, cache: Cache, rope) -> torch.Tensor:
     """Float32 logits of each row's last position after appending `ids_NS` (at positions
-    `pos_NS`; `valid_NS` False on left padding) to the cache."""
+    `pos_NS`; `valid_NS` False on left padding) to the cache. `rope`: `rope_table`'s (cos, sin)."""
     N, S = ids_NS.shape
     device, t0, t1 = ids_NS.device, cache.length, cache.length + S
-    angles = pos_NS.float().unsqueeze(-1) * w.inv_freq.to(device)
-    emb = torch.cat((angles, angles), -1)
-    cos = (emb.cos() * w.rope_scale).to(w.dtype).unsqueeze(1)
-    sin = (emb.sin() * w.rope_scale).to(w.dtype).unsqueeze(1)
+    cos, sin = rope[0][pos_NS].unsqueeze(1), rope[1][pos_NS].unsqueeze(1)
     cache.valid_NS[:, t0:t1] = valid_NS
-    keys, queries = torch.arange(t1, device=device), torch.arange(t0, t1, device=device).unsqueeze(1)
-    # causal over real keys; a padding query sees itself (its output is never used; no NaN)
-    mask = (cache.valid_NS[:, None, None, :t1] & (keys <= queries)) | (keys == queries)
+    if S == 1:
+        bias = torch.zeros(N, 1, 1, t1, device=device).masked_fill_(~cache.valid_NS[:, None, None, :t1], float("-inf"))
+    else:
+        keys, queries = torch.arange(t1, device=device), torch.arange(t0, t1, device=device).unsqueeze(1)
+        # causal over real keys; a padding query sees itself (its output is never used; no NaN)
+        mask = (cache.valid_NS[:, None, None, :t1] & (keys <= queries)) | (keys == queries)
     h = w.embed[ids_NS]
     for layer, k_cache, v_cache in zip(w.layers, cache.k, cache.v):
         x = _rms(h, layer["ln1"])
         q = _rope(_proj(x, layer["q"]).view(N, S, w.heads, w.head_dim).transpose(1, 2), cos, sin)
         k_cache[:, :, t0:t1] = _rope(_proj(x, layer["k"]).view(N, S, w.kv_heads, w.head_dim).transpose(1, 2), cos, sin)
         v_cache[:, :, t0:t1] = _proj(x, layer["v"]).view(N, S, w.kv_heads, w.head_dim).transpose(1, 2)
-        att = F.scaled_dot_product_attention(q, k_cache[:, :, :t1], v_cache[:, :, :t1], attn_mask=mask,
-                                             enable_gqa=w.kv_heads != w.heads)
+        if S == 1:
+            att = _decode_attention(q, k_cache[:, :, :t1], v_cache[:, :, :t1], bias, w.kv_heads)
+        else:
+            att = F.scaled_dot_product_attention(q, k_cache[:, :, :t1], v_cache[:, :, :t1], attn_mask=mask,
+                                                 enable_gqa=w.kv_heads != w.heads)
         h = h + _proj(att.transpose(1, 2).reshape(N, S, -1), layer["o"])
         x = _rms(h, layer["ln2"])
         h = h + _proj(F.silu(_proj(x, layer["gate"])) * _proj(x, layer["up"]), layer["down"])
@@ -194,7 +215,16 @@ def choose(logits_NV, step: int, *, greedy: bool = False, **how) -> torch.Tensor
     """Next tokens: the argmax (greedy, after min_new_tokens) or a draw from `warp`'s scores."""
     if greedy:
         return warp(logits_NV, step, **{**how, "temperature": 1.0, "top_k": 0, "top_p": 1.0}).argmax(-1)
-    return torch.multinomial(warp(logits_NV, step, **how).softmax(-1), 1).squeeze(1)
+    return draw(warp(logits_NV, step, **how).softmax(-1))
+
+
+def draw(probs_NV) -> torch.Tensor:
+    """One index per row with probability `probs_NV` (rows need not sum exactly to 1): inverse
+    CDF with one uniform per row. Same distribution as `torch.multinomial(probs, 1)`, which
+    draws an exponential per vocabulary entry (a third of a decode step on CPU at V = 111)."""
+    cdf_NV = probs_NV.cumsum(-1)
+    u_N1 = torch.rand(len(cdf_NV), 1, device=cdf_NV.device, dtype=cdf_NV.dtype) * cdf_NV[:, -1:]
+    return torch.searchsorted(cdf_NV, u_N1, right=True).squeeze(1).clamp_(max=cdf_NV.shape[-1] - 1)
 
 
 @torch.no_grad()
@@ -208,8 +238,8 @@ def sample(model, ids_BP, mask_BP, repeat: int, max_new: int, *, stop_ids: list[
     w = weights_of(model)
     B, P = ids_BP.shape
     device, N = ids_BP.device, B * repeat
-    cache = Cache(w, B, P + max_new, device)
-    logits_NV = forward(w, ids_BP, (mask_BP.cumsum(-1) - 1).clamp(min=0), mask_BP.bool(), cache)
+    cache, rope = Cache(w, B, P + max_new, device), rope_table(w, P + max_new, device)
+    logits_NV = forward(w, ids_BP, (mask_BP.cumsum(-1) - 1).clamp(min=0), mask_BP.bool(), cache, rope)
     expand = torch.arange(B, device=device).repeat_interleave(repeat)
     cache.keep(expand)                              # the prompt's cache, computed once, for its G rows
     logits_NV, pos_N = logits_NV[expand], mask_BP.sum(-1)[expand]
@@ -237,7 +267,8 @@ def sample(model, ids_BP, mask_BP, repeat: int, max_new: int, *, stop_ids: list[
             keep = alive_N.nonzero().squeeze(1)
             cache.keep(keep)
             row_N, tok_N, pos_N, alive_N = row_N[keep], tok_N[keep], pos_N[keep], alive_N[keep]
-        logits_NV = forward(w, tok_N.unsqueeze(1), pos_N.unsqueeze(1), torch.ones_like(tok_N, dtype=torch.bool).unsqueeze(1), cache)
+        logits_NV = forward(w, tok_N.unsqueeze(1), pos_N.unsqueeze(1), torch.ones_like(tok_N, dtype=torch.bool).unsqueeze(1), cache,
+                            rope)
         pos_N = pos_N + 1
     return (out_NT[:, :width], logp_NT[:, :width]) if with_logp else out_NT[:, :width]
 
