@@ -5,6 +5,7 @@ intervals, the gain, and whether the recipe's `expect.tiny.min_gain` holds.
     python benchmarks/tiny_sweep.py                     # all recipes/*.yaml with a tiny preset
     python benchmarks/tiny_sweep.py grpo dapo --json sweep.json
     python benchmarks/tiny_sweep.py --preset tiny_vlm   # the image mode (tiny Qwen2-VL)
+    python benchmarks/tiny_sweep.py -o generation.engine=fast   # an override for every run
 
 Each recipe runs in its own `rlrecipes train` subprocess under a temporary folder. A learning
 check, not a test: it takes about a minute or two per recipe on 2 CPU cores.
@@ -24,14 +25,15 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_one(path: Path, out_root: Path, preset: str = "tiny") -> dict:
+def run_one(path: Path, out_root: Path, preset: str = "tiny", overrides: list[str] = ()) -> dict:
     raw = yaml.safe_load(path.read_text())
     tiny = (raw.get("expect") or {}).get("tiny") or {}
     min_gain, metric = tiny.get("min_gain"), tiny.get("metric", "pass@1")
     run_dir = out_root / path.stem
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "rlrecipes", "train", str(path), "--preset", preset,
-                           "--output-dir", str(run_dir)], capture_output=True, text=True, cwd=ROOT)
+                           "--output-dir", str(run_dir), *[a for o in overrides for a in ("-o", o)]],
+                          capture_output=True, text=True, cwd=ROOT)
     seconds = time.perf_counter() - t0
     row = {"recipe": path.stem, "seconds": round(seconds, 1), "min_gain": min_gain, "metric": metric}
     summary = run_dir / "summary.json"
@@ -52,6 +54,8 @@ def main() -> None:
     p.add_argument("recipes", nargs="*", help="recipe names (default: every recipe with the preset)")
     p.add_argument("--preset", default="tiny", help="the preset to run (default tiny; tiny_vlm for images)")
     p.add_argument("--json", type=Path, help="also write the rows here")
+    p.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE",
+                   help="passed to every run, e.g. -o generation.engine=fast")
     p.add_argument("--keep", type=Path, help="keep each run's directory under this folder (default: a temporary one)")
     args = p.parse_args()
     paths = [ROOT / "recipes" / f"{name}.yaml" for name in args.recipes] or sorted((ROOT / "recipes").glob("*.yaml"))
@@ -60,7 +64,7 @@ def main() -> None:
     print(f"{'recipe':16} {'steps':>5} {'sec':>6}  {'metric':6} {'start':>14} -> {'end':>14}  {'gain':>6}  expect")
     with tempfile.TemporaryDirectory() as tmp:
         for path in paths:
-            row = run_one(path, args.keep or Path(tmp), args.preset)
+            row = run_one(path, args.keep or Path(tmp), args.preset, args.override)
             rows.append(row)
             if "error" in row:
                 print(f"{row['recipe']:16} FAILED after {row['seconds']}s: {row['error']}")

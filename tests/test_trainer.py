@@ -92,7 +92,7 @@ def test_oblr_snr_factor_scales_the_optimizer_step(tmp_path):
 
 
 def test_scaled_step_restores_the_learning_rate():
-    from rlrecipes.trainer import _step
+    from rlrecipes.update import _step
     w = torch.nn.Parameter(torch.tensor([1.0]))
     opt = torch.optim.SGD([w], lr=1.0)
     w.grad = torch.tensor([1.0])
