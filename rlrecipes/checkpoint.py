@@ -1,7 +1,7 @@
 """Atomic checkpoints, exact resume and the run manifest.
 
     runs/<name>/checkpoints/step-000050/   model/ (adapter, or full weights), optimizer.pt,
-                                           scheduler.pt, rng.pt, components.pt, trainer_state.json
+                                           scheduler.pt, rng.pt (per rank), components.pt, trainer_state.json
     runs/<name>/checkpoints/best -> step-…
 
 A checkpoint is written to `checkpoints/.tmp-step-…` in the same directory, every file and the
@@ -75,8 +75,9 @@ def set_rng_state(state: dict) -> None:
 
 
 def save(run_dir: Path, step: int, model, optimizer, scheduler, components: dict, state: dict,
-         keep_last: int, keep: tuple[Path, ...] = ()) -> Path:
-    """Write checkpoint `step` atomically; prune to `keep_last` (never a path in `keep`)."""
+         keep_last: int, keep: tuple[Path, ...] = (), rng: list[dict] | None = None) -> Path:
+    """Write checkpoint `step` atomically; prune to `keep_last` (never a path in `keep`).
+    `rng`: every process's `rng_state()`, by rank (several processes); default this process's."""
     final = step_dir(run_dir, step)
     root = final.parent
     root.mkdir(parents=True, exist_ok=True)
@@ -87,7 +88,7 @@ def save(run_dir: Path, step: int, model, optimizer, scheduler, components: dict
     model.save_pretrained(tmp / "model")
     torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
     torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-    torch.save(rng_state(), tmp / "rng.pt")
+    torch.save(rng if rng is not None else [rng_state()], tmp / "rng.pt")
     torch.save({name: c.state_dict() for name, c in components.items()}, tmp / "components.pt")
     (tmp / "trainer_state.json").write_text(json.dumps({"step": step, **state}, indent=2))
     _fsync_tree(tmp)
@@ -119,8 +120,11 @@ def mark_best(run_dir: Path, checkpoint: Path) -> None:
     os.replace(tmp, best)
 
 
-def load(path: Path, model, optimizer, scheduler, components: dict) -> dict:
-    """Restore a checkpoint into live objects; returns trainer_state. RNG is restored last."""
+def load(path: Path, model, optimizer, scheduler, components: dict, rank: int = 0) -> dict:
+    """Restore a checkpoint into live objects; returns trainer_state. RNG is restored last: this
+    rank's own state (each process samples its own completions, so each has its own generator
+    state). Resumed with more processes than saved it, the extra ranks take rank 0's state (the
+    run continues, not bitwise as before: the prompts are shared out differently anyway)."""
     from .model import load_weights
     load_weights(model, path / "model")
     optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=False))
@@ -128,7 +132,9 @@ def load(path: Path, model, optimizer, scheduler, components: dict) -> dict:
     states = torch.load(path / "components.pt", weights_only=False)
     for name, component in components.items():
         component.load_state_dict(states[name])
-    set_rng_state(torch.load(path / "rng.pt", weights_only=False))
+    states = torch.load(path / "rng.pt", weights_only=False)
+    states = [states] if isinstance(states, dict) else states   # one process's, as written before 2026-12
+    set_rng_state(states[rank] if rank < len(states) else states[0])
     return json.loads((path / "trainer_state.json").read_text())
 
 

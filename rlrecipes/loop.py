@@ -96,9 +96,13 @@ def setup_rl(ctx, base_path: str):
 def save_checkpoint(ctx, step: int, state: dict) -> Path:
     r, acc = ctx.recipe, ctx.accelerator
     path = checkpoint.step_dir(ctx.run_dir, step)
+    rng = [checkpoint.rng_state()]
+    if acc.num_processes > 1:  # every rank's generator state, so that each resumes where it was
+        from accelerate.utils import gather_object
+        rng = gather_object(rng)
     if acc.is_main_process:
         path = checkpoint.save(ctx.run_dir, step, acc.unwrap_model(ctx.model), ctx.optimizer,
-                               ctx.scheduler, ctx.comp.stateful(), state, r.checkpoint.keep_last)
+                               ctx.scheduler, ctx.comp.stateful(), state, r.checkpoint.keep_last, rng=rng)
     acc.wait_for_everyone()
     return path
 
@@ -109,7 +113,7 @@ def rl_stage(ctx, base_path: str, resume_from: Path | None) -> dict:
     state, start = {"best": None, "best_step": None, "eval_start": None}, 0
     if resume_from:
         state = checkpoint.load(resume_from, acc.unwrap_model(ctx.model), ctx.optimizer, ctx.scheduler,
-                                ctx.comp.stateful())
+                                ctx.comp.stateful(), rank=acc.process_index)
         start = state.pop("step")
         if acc.is_main_process:
             truncate_metrics(run_dir, start)

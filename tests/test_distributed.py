@@ -1,33 +1,82 @@
-"""Two processes through torchrun (gloo on CPU): each rank generates for its share of the
-prompts and the ranks hold identical weights afterwards."""
+"""Two processes (gloo on CPU): through torchrun, each rank generates for its share of the
+prompts, the ranks hold identical weights afterwards and resume exactly after SIGKILL; with
+DDP directly, the loss normaliser counts every rank's tokens."""
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
+from rlrecipes import checkpoint
+
 from .conftest import FAST
 
 
-@pytest.mark.skipif(shutil.which("torchrun") is None and not Path(sys.executable).with_name("torchrun").exists(),
-                    reason="torchrun not installed")
-def test_torchrun_two_ranks_agree(tmp_path):
-    torchrun = str(Path(sys.executable).with_name("torchrun"))
-    args = [torchrun, "--nproc_per_node", "2", "--master_port", "29533", "-m", "rlrecipes", "train",
-            "recipes/grpo.yaml", "--preset", "tiny", "--output-dir", str(tmp_path / "run"),
-            *sum((["-o", o] for o in FAST), []), "-o", "eval.at_start=false"]
+TORCHRUN = Path(sys.executable).with_name("torchrun")
+needs_torchrun = pytest.mark.skipif(not TORCHRUN.exists() and shutil.which("torchrun") is None,
+                                    reason="torchrun not installed")
+SLOW = ["train.steps=8", "checkpoint.every=4", "eval.at_start=false", "generation.engine=fast",
+        "rewards=[{fn: accuracy}, {fn: 'tests.user_rewards:slow_length_reward', weight: 0.01}]"]
+
+
+def _free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _torchrun(*train_args):
+    return [str(TORCHRUN) if TORCHRUN.exists() else "torchrun", "--nproc_per_node", "2", "--master_port",
+            str(_free_port()), "-m", "rlrecipes", "train", "recipes/grpo.yaml", "--preset", "tiny",
+            *sum((["-o", o] for o in FAST + SLOW), []), *train_args]
+
+
+def _step_rows(run_dir):
+    lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return {m["step"]: m for m in lines if "loss" in m}
+
+
+@needs_torchrun
+def test_two_processes_agree_and_resume_bitwise_after_sigkill(tmp_path):
+    """2 ranks (gloo): identical weights on both; killed after the step-4 checkpoint and resumed,
+    steps 5-8 log bitwise the uninterrupted run's loss, reward and KL (each rank restores its own
+    generator state; with rank 0's on both, rank 1 would sample other completions)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}  # gloo on CPU, also on a GPU box
-    proc = subprocess.run(args, capture_output=True, text=True, timeout=600, env=env)
+    full, killed = tmp_path / "full", tmp_path / "killed"
+    proc = subprocess.run(_torchrun("--output-dir", str(full)), capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
-    assert manifest["processes"] == 2
-    sums = [json.loads((tmp_path / "run" / f"rank-{i}.json").read_text())["trainable_checksum"] for i in (0, 1)]
+    assert json.loads((full / "manifest.json").read_text())["processes"] == 2
+    sums = [json.loads((full / f"rank-{i}.json").read_text())["trainable_checksum"] for i in (0, 1)]
     assert sums[0] == sums[1]
-    lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    assert [s["step"] for s in lines if "loss" in s] == [1, 2]  # only rank 0 writes metrics
+    a = _step_rows(full)
+    assert sorted(a) == list(range(1, 9))  # only rank 0 writes metrics
+
+    run = subprocess.Popen(_torchrun("--output-dir", str(killed)), stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, env=env)
+    marker = checkpoint.step_dir(killed, 4) / "trainer_state.json"
+    deadline = time.time() + 300
+    while not marker.exists() and run.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    import psutil
+    procs = [psutil.Process(run.pid), *psutil.Process(run.pid).children(recursive=True)]
+    for p in procs:   # torchrun and both ranks (torchrun starts them in sessions of their own)
+        p.send_signal(signal.SIGKILL)
+    psutil.wait_procs(procs, timeout=30)
+    run.wait()
+    assert marker.exists() and checkpoint.latest_checkpoint(killed).name < "step-000008"
+    proc = subprocess.run(_torchrun("--resume", str(killed)), capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    b = _step_rows(killed)
+    assert sorted(b) == list(range(1, 9))
+    for step in range(5, 9):
+        assert (a[step]["loss"], a[step]["reward_mean"], a[step]["kl"]) == \
+            (b[step]["loss"], b[step]["reward_mean"], b[step]["kl"]), step
 
 
 def _normaliser_rank(rank: int, port: int, data: list, out: str) -> None:
