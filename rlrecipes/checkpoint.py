@@ -75,9 +75,11 @@ def set_rng_state(state: dict) -> None:
 
 
 def save(run_dir: Path, step: int, model, optimizer, scheduler, components: dict, state: dict,
-         keep_last: int, keep: tuple[Path, ...] = (), rng: list[dict] | None = None) -> Path:
+         keep_last: int, keep: tuple[Path, ...] = (), rng: list[dict] | None = None,
+         model_state: dict | None = None, optimizer_state: dict | None = None) -> Path:
     """Write checkpoint `step` atomically; prune to `keep_last` (never a path in `keep`).
-    `rng`: every process's `rng_state()`, by rank (several processes); default this process's."""
+    `rng`: every process's `rng_state()`, by rank (several processes); default this process's.
+    `model_state`, `optimizer_state`: full state dicts of a sharded model (`sharding.full_state`)."""
     final = step_dir(run_dir, step)
     root = final.parent
     root.mkdir(parents=True, exist_ok=True)
@@ -85,8 +87,8 @@ def save(run_dir: Path, step: int, model, optimizer, scheduler, components: dict
         shutil.rmtree(stale, ignore_errors=True)
     tmp = root / f".tmp-{final.name}"
     tmp.mkdir()
-    model.save_pretrained(tmp / "model")
-    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    model.save_pretrained(tmp / "model", **({"state_dict": model_state} if model_state is not None else {}))
+    torch.save(optimizer_state if optimizer_state is not None else optimizer.state_dict(), tmp / "optimizer.pt")
     torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
     torch.save(rng if rng is not None else [rng_state()], tmp / "rng.pt")
     torch.save({name: c.state_dict() for name, c in components.items()}, tmp / "components.pt")
@@ -120,14 +122,17 @@ def mark_best(run_dir: Path, checkpoint: Path) -> None:
     os.replace(tmp, best)
 
 
-def load(path: Path, model, optimizer, scheduler, components: dict, rank: int = 0) -> dict:
+def load(path: Path, model, optimizer, scheduler, components: dict, rank: int = 0, weights: bool = True) -> dict:
     """Restore a checkpoint into live objects; returns trainer_state. RNG is restored last: this
     rank's own state (each process samples its own completions, so each has its own generator
     state). Resumed with more processes than saved it, the extra ranks take rank 0's state (the
-    run continues, not bitwise as before: the prompts are shared out differently anyway)."""
+    run continues, not bitwise as before: the prompts are shared out differently anyway).
+    `weights=False`: the model's weights were loaded already (before sharding it)."""
     from .model import load_weights
-    load_weights(model, path / "model")
-    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=False))
+    from .sharding import load_optimizer
+    if weights:
+        load_weights(model, path / "model")
+    load_optimizer(model, optimizer, torch.load(path / "optimizer.pt", weights_only=False))
     scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=False))
     states = torch.load(path / "components.pt", weights_only=False)
     for name, component in components.items():

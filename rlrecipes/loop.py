@@ -12,9 +12,10 @@ from pathlib import Path
 
 import torch
 
-from . import checkpoint
+from . import checkpoint, sharding
+from .errors import UserError
 from .evaluate import evaluate, summarize
-from .model import Reference, load_policy, save_pretrained
+from .model import Reference, load_policy, load_weights, save_pretrained
 from .progress import StepProgress
 from .trainer import Components, lr_lambda, rl_step
 
@@ -35,8 +36,9 @@ def run_eval(ctx, model, label: str) -> dict:
     prompts = ctx.test_prompts[:len(rows)]
     mine = slice(acc.process_index, None, acc.num_processes)
     gen = r.generation.model_copy(update={"temperature": r.eval.temperature or r.generation.temperature})
-    values = evaluate(acc.unwrap_model(model), ctx.tokenizer, ctx.task, rows[mine], prompts[mine],
-                      r.eval.samples, gen, acc.device, r.eval.k, generate_fn=ctx.generator)
+    with sharding.gathered(acc.unwrap_model(model)) as whole:
+        values = evaluate(whole, ctx.tokenizer, ctx.task, rows[mine], prompts[mine],
+                          r.eval.samples, gen, acc.device, r.eval.k, generate_fn=ctx.generator)
     if acc.num_processes > 1:
         from accelerate.utils import gather_object
         parts = gather_object([values])
@@ -78,19 +80,34 @@ class GracefulStop:
         return False
 
 
-def setup_rl(ctx, base_path: str):
-    """Policy, optimizer, scheduler, components and reference, prepared by accelerate."""
+def setup_rl(ctx, base_path: str, resume_from: Path | None = None):
+    """Policy (with a resumed run's weights), optimizer, scheduler, components and reference;
+    DDP through accelerate, or FSDP2 (`rlrecipes/sharding.py`) when the launcher asks for it."""
     r, acc = ctx.recipe, ctx.accelerator
     model, _ = load_policy(r.model, acc.device, base_path)
     ctx.comp = Components(r, len(ctx.train_rows))
+    ctx.reference = Reference(model, r.model.adapter) if ctx.comp.needs_ref else None  # before resumed weights
+    if resume_from:
+        load_weights(model, resume_from / "model")
+    ctx.sharded = sharding.requested(acc.num_processes)
+    if ctx.sharded:
+        if ctx.comp.lr_scalers:
+            raise UserError("algorithm", "a component that rescales the learning rate from whole gradients "
+                            "(lr_scale) does not run sharded yet", "run it without FSDP (DDP)")
+        for m in [model] + ([ctx.reference.copy] if ctx.reference and ctx.reference.copy is not None else []):
+            sharding.shard(m, acc.device.type, acc.num_processes)
+    if acc.num_processes > 1:
+        ctx.say(f"distributed: {'fsdp2' if ctx.sharded else 'ddp'}, {acc.num_processes} processes")
     ctx.params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(ctx.params, lr=r.train.lr, betas=tuple(r.train.betas),
                                   weight_decay=r.train.weight_decay)
     ctx.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(r.train))
-    ctx.model, ctx.optimizer = acc.prepare(model, optimizer)
-    ctx.reference = Reference(acc.unwrap_model(ctx.model), r.model.adapter) if ctx.comp.needs_ref else None
-    ctx.generate = lambda prompts, repeat: ctx.generator(acc.unwrap_model(ctx.model), ctx.tokenizer, prompts,
-                                                         r.generation, acc.device, repeat)
+    ctx.model, ctx.optimizer = (model, optimizer) if ctx.sharded else acc.prepare(model, optimizer)
+
+    def generate(prompts, repeat):
+        with sharding.gathered(acc.unwrap_model(ctx.model)) as whole:
+            return ctx.generator(whole, ctx.tokenizer, prompts, r.generation, acc.device, repeat)
+    ctx.generate = generate
 
 
 def save_checkpoint(ctx, step: int, state: dict) -> Path:
@@ -100,20 +117,22 @@ def save_checkpoint(ctx, step: int, state: dict) -> Path:
     if acc.num_processes > 1:  # every rank's generator state, so that each resumes where it was
         from accelerate.utils import gather_object
         rng = gather_object(rng)
+    model_sd, optim_sd = sharding.full_state(ctx.model, ctx.optimizer) if ctx.sharded else (None, None)
     if acc.is_main_process:
         path = checkpoint.save(ctx.run_dir, step, acc.unwrap_model(ctx.model), ctx.optimizer,
-                               ctx.scheduler, ctx.comp.stateful(), state, r.checkpoint.keep_last, rng=rng)
+                               ctx.scheduler, ctx.comp.stateful(), state, r.checkpoint.keep_last, rng=rng,
+                               model_state=model_sd, optimizer_state=optim_sd)
     acc.wait_for_everyone()
     return path
 
 
 def rl_stage(ctx, base_path: str, resume_from: Path | None) -> dict:
     r, acc, run_dir = ctx.recipe, ctx.accelerator, ctx.run_dir
-    setup_rl(ctx, base_path)
+    setup_rl(ctx, base_path, resume_from)
     state, start = {"best": None, "best_step": None, "eval_start": None}, 0
-    if resume_from:
+    if resume_from:  # the weights were loaded by setup_rl, before any sharding
         state = checkpoint.load(resume_from, acc.unwrap_model(ctx.model), ctx.optimizer, ctx.scheduler,
-                                ctx.comp.stateful(), rank=acc.process_index)
+                                ctx.comp.stateful(), rank=acc.process_index, weights=False)
         start = state.pop("step")
         if acc.is_main_process:
             truncate_metrics(run_dir, start)
@@ -158,13 +177,14 @@ def rl_stage(ctx, base_path: str, resume_from: Path | None) -> dict:
     final = checkpoint.step_dir(run_dir, r.train.steps)
     if saved != final or improved:  # the last step's checkpoint, unless the loop just wrote it
         final = save_checkpoint(ctx, r.train.steps, state)
+    model_sd = sharding.full_state(ctx.model)[0] if ctx.sharded else None
     if acc.is_main_process:
         if improved:
             checkpoint.mark_best(run_dir, final)
-        save_pretrained(acc.unwrap_model(ctx.model), ctx.tokenizer, run_dir / "final")
+        save_pretrained(acc.unwrap_model(ctx.model), ctx.tokenizer, run_dir / "final", state_dict=model_sd)
     if acc.num_processes > 1:  # lets a user (and the tests) confirm that the ranks agree
         (run_dir / f"rank-{acc.process_index}.json").write_text(
-            json.dumps({"trainable_checksum": weight_checksum(ctx.params)}))
+            json.dumps({"trainable_checksum": weight_checksum(sharding.whole(p) for p in ctx.params)}))
     return evals
 
 

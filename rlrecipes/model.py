@@ -136,8 +136,10 @@ class Reference:
         return model, model.disable_adapter()
 
 
-def save_pretrained(model, tokenizer, path: Path) -> None:
-    model.save_pretrained(path)
+def save_pretrained(model, tokenizer, path: Path, state_dict: dict | None = None) -> None:
+    """The model (adapter or full weights; `state_dict`: a sharded model's gathered weights) and
+    tokenizer, as `from_pretrained` reads them."""
+    model.save_pretrained(path, **({"state_dict": state_dict} if state_dict is not None else {}))
     tokenizer.save_pretrained(path)
     if getattr(tokenizer, "vision", None) is not None:   # a VLM's image processor goes with it
         tokenizer.vision.save_pretrained(path)

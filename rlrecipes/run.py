@@ -16,7 +16,7 @@ from types import SimpleNamespace
 import torch
 import yaml
 
-from . import checkpoint, plots
+from . import checkpoint, plots, sharding
 from .loop import TrainingStopped, rl_stage
 from .config import to_dict
 from .errors import UserError
@@ -76,6 +76,8 @@ def write_manifest(run_dir: Path, recipe, accelerator, recipe_path: str | None =
     manifest = {"command": sys.argv, "recipe_path": recipe_path, "python": platform.python_version(),
                 "versions": versions, "git_commit": git_commit(), "seed": recipe.train.seed,
                 "device": str(accelerator.device), "processes": accelerator.num_processes,
+                "distributed": None if accelerator.num_processes == 1 else
+                ("fsdp2" if sharding.requested(accelerator.num_processes) else "ddp"),
                 "recipe_sha256": hashlib.sha256(resolved.encode()).hexdigest(),
                 "tool_sandbox": tool_sandbox(recipe)}
     (run_dir / "manifest.json").write_text(json.dumps(manifest, indent=2))
@@ -104,6 +106,7 @@ def train(recipe, output_dir: str | None = None, say=print, resume: str | None =
 
     if tool_sandbox(recipe) == "bwrap":
         require_sandbox()   # before a run directory exists
+    sharding.check_launcher()   # DeepSpeed / FSDP1: refused before accelerate starts or any file is made
     acc = Accelerator(cpu=not torch.cuda.is_available())  # cpu=True lets torchrun on CPU use gloo
     if recipe.train.prompts_per_step % acc.num_processes:
         raise UserError("train.prompts_per_step", f"{recipe.train.prompts_per_step} prompts do not split "

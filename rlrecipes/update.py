@@ -14,6 +14,7 @@ import time
 
 import torch
 
+from . import sharding
 from .logprobs import token_logprobs
 from .registry import call_with
 
@@ -85,7 +86,9 @@ def update(ctx, rollout, adv_N, reward_N, step: int, old_NT=None) -> dict:
                 factor *= f
                 for k, v in m.items():
                     sums[k] = sums.get(k, 0.0) + v
-            norm = acc.clip_grad_norm_(ctx.params, r.train.max_grad_norm or float("inf"))
+            max_norm = r.train.max_grad_norm or float("inf")
+            norm = sharding.clip_grad_norm_(ctx.params, max_norm) if getattr(ctx, "sharded", False) \
+                else acc.clip_grad_norm_(ctx.params, max_norm)
             if acc.num_processes > 1:  # each rank's share is num_r * P / den: their mean is the loss
                 loss_total = acc.reduce(torch.tensor(loss_total, device=acc.device), "mean").item()
             sums["loss"] = sums.get("loss", 0.0) + loss_total

@@ -31,10 +31,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _torchrun(*train_args):
+def _torchrun(*train_args, extra=()):
     return [str(TORCHRUN) if TORCHRUN.exists() else "torchrun", "--nproc_per_node", "2", "--master_port",
             str(_free_port()), "-m", "rlrecipes", "train", "recipes/grpo.yaml", "--preset", "tiny",
-            *sum((["-o", o] for o in FAST + SLOW), []), *train_args]
+            *sum((["-o", o] for o in FAST + SLOW + list(extra)), []), *train_args]
 
 
 def _step_rows(run_dir):
@@ -43,21 +43,31 @@ def _step_rows(run_dir):
 
 
 @needs_torchrun
-def test_two_processes_agree_and_resume_bitwise_after_sigkill(tmp_path):
+@pytest.mark.parametrize("mode", ["ddp", "fsdp2"])
+def test_two_processes_agree_and_resume_bitwise_after_sigkill(tmp_path, mode):
     """2 ranks (gloo): identical weights on both; killed after the step-4 checkpoint and resumed,
     steps 5-8 log bitwise the uninterrupted run's loss, reward and KL (each rank restores its own
-    generator state; with rank 0's on both, rank 1 would sample other completions)."""
+    generator state; with rank 0's on both, rank 1 would sample other completions). DDP with
+    LoRA; FSDP2 (launched as accelerate would, by environment) with a full fine-tune, so that
+    every weight, the optimizer state and the reference copy are sharded."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}  # gloo on CPU, also on a GPU box
+    extra = []
+    if mode == "fsdp2":
+        env.update(ACCELERATE_USE_FSDP="true", FSDP_VERSION="2")
+        extra = ["model.adapter=none", "train.lr=1.0e-4"]
     full, killed = tmp_path / "full", tmp_path / "killed"
-    proc = subprocess.run(_torchrun("--output-dir", str(full)), capture_output=True, text=True, timeout=600, env=env)
+    proc = subprocess.run(_torchrun("--output-dir", str(full), extra=extra), capture_output=True, text=True,
+                          timeout=600, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert json.loads((full / "manifest.json").read_text())["processes"] == 2
+    assert f"distributed: {mode}, 2 processes" in proc.stdout
+    manifest = json.loads((full / "manifest.json").read_text())
+    assert (manifest["processes"], manifest["distributed"]) == (2, mode)
     sums = [json.loads((full / f"rank-{i}.json").read_text())["trainable_checksum"] for i in (0, 1)]
     assert sums[0] == sums[1]
     a = _step_rows(full)
     assert sorted(a) == list(range(1, 9))  # only rank 0 writes metrics
 
-    run = subprocess.Popen(_torchrun("--output-dir", str(killed)), stdout=subprocess.DEVNULL,
+    run = subprocess.Popen(_torchrun("--output-dir", str(killed), extra=extra), stdout=subprocess.DEVNULL,
                            stderr=subprocess.DEVNULL, env=env)
     marker = checkpoint.step_dir(killed, 4) / "trainer_state.json"
     deadline = time.time() + 300
@@ -70,7 +80,8 @@ def test_two_processes_agree_and_resume_bitwise_after_sigkill(tmp_path):
     psutil.wait_procs(procs, timeout=30)
     run.wait()
     assert marker.exists() and checkpoint.latest_checkpoint(killed).name < "step-000008"
-    proc = subprocess.run(_torchrun("--resume", str(killed)), capture_output=True, text=True, timeout=600, env=env)
+    proc = subprocess.run(_torchrun("--resume", str(killed), extra=extra), capture_output=True, text=True,
+                          timeout=600, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     b = _step_rows(killed)
     assert sorted(b) == list(range(1, 9))
@@ -128,3 +139,14 @@ def test_token_mean_over_ranks_equals_one_process(tmp_path):
     per_rank = sum(token_mean(model(x).squeeze(-1) ** 2, m, max_len=5)[0] / m.sum() for x, m in data) / 2
     per_rank.backward()   # what a per-rank normaliser would give: not the same
     assert not torch.allclose(model.weight.grad, grads[0], atol=1e-3)
+
+
+@pytest.mark.parametrize("env, field", [({"ACCELERATE_USE_DEEPSPEED": "true"}, "ACCELERATE_USE_DEEPSPEED"),
+                                        ({"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "1"}, "FSDP_VERSION")])
+def test_deepspeed_and_fsdp1_are_refused_in_one_line(tmp_path, env, field):
+    proc = subprocess.run([sys.executable, "-m", "rlrecipes", "train", "recipes/grpo.yaml", "--preset", "tiny",
+                           "--output-dir", str(tmp_path / "run")], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "WORLD_SIZE": "1", **env})
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert f"error: {field}" in proc.stderr and "fsdp_version 2" in proc.stderr
+    assert not (tmp_path / "run").exists()

@@ -97,7 +97,11 @@ class Weights:
 
 
 def weights_of(model) -> Weights:
-    """`Weights(model)`, cached on the model until a trainable parameter changes in place."""
+    """`Weights(model)`, cached on the model until a trainable parameter changes in place. Not
+    cached for an FSDP-sharded model: its whole parameters exist only inside `sharding.gathered`."""
+    from ..sharding import is_sharded
+    if is_sharded(model):
+        return Weights(model)
     version = tuple(p._version for p in model.parameters() if p.requires_grad)
     cached = getattr(model, "_rlrecipes_fast_weights", None)
     if cached is None or cached[0] != version:

@@ -1,0 +1,140 @@
+"""FSDP2 sharding of the policy over several processes.
+
+Asked for the way accelerate users ask: `accelerate launch --use_fsdp --fsdp_version 2 …` (or a
+config file saying so), or by hand `ACCELERATE_USE_FSDP=true FSDP_VERSION=2 torchrun …`. We call
+torch's `fully_shard` ourselves instead of handing the model to `accelerator.prepare`, because
+accelerate shards only on accelerators (on CPU it quietly runs DDP, so no test here could
+exercise sharding) and because the loop needs the whole weights at moments it chooses:
+
+- every decoder layer (the model's `_no_split_modules`) and the root are sharded over all
+  ranks: parameters, gradients and AdamW state take 1/P of their memory per rank;
+- rollouts and evaluation run inside `gathered(model)`: each parameter is all-gathered once
+  and kept whole until the block ends (a full copy per rank meanwhile, as FSDP1's
+  `summon_full_params`), with no collective while decoding, so ranks may generate different
+  lengths and different numbers of batches;
+- checkpoints and `final/` are written from full state dicts gathered to rank 0 (torch's
+  distributed-checkpoint state-dict API): the same files as an unsharded run; the optimizer
+  state is the full one, keyed by parameter name;
+- the reference copy of a full fine-tune is sharded the same way.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+
+import torch
+
+from .errors import UserError
+
+
+def check_launcher() -> None:
+    """Refuse, before accelerate starts, what the launcher may ask for and we do not run:
+    DeepSpeed and FSDP1 (FSDP2 is what we build and test)."""
+    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true":
+        raise UserError("ACCELERATE_USE_DEEPSPEED", "DeepSpeed is not supported (nothing here could test it)",
+                        "shard with FSDP2 instead: accelerate launch --use_fsdp --fsdp_version 2 ...")
+    if _fsdp_env() and os.environ.get("FSDP_VERSION", "1") != "2":
+        raise UserError("FSDP_VERSION", f"FSDP version {os.environ.get('FSDP_VERSION', '1')} is not supported",
+                        "launch with --fsdp_version 2 (or FSDP_VERSION=2)")
+
+
+def _fsdp_env() -> bool:
+    return os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
+
+
+def requested(num_processes: int) -> bool:
+    """True when the launcher's environment asks for FSDP (2) and there are several processes."""
+    return _fsdp_env() and os.environ.get("FSDP_VERSION", "1") == "2" and num_processes > 1
+
+
+def _base(model):
+    """The transformers model (under a peft wrapper): FSDP's root, since peft's `generate` calls
+    it directly and FSDP requires every forward to enter through its root."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def shard(model, device_type: str, num_processes: int) -> None:
+    """fully_shard each decoder layer, then the root (embeddings, norm, head), in place."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+    mesh = init_device_mesh(device_type, (num_processes,))
+    base = _base(model)
+    blocks = set(getattr(base, "_no_split_modules", None) or ())
+    if not blocks:
+        raise UserError("model.name_or_path", f"{type(base).__name__} names no decoder-layer class "
+                        "(_no_split_modules), so FSDP cannot shard it layer by layer", "run without FSDP (DDP)")
+    for module in base.modules():
+        if type(module).__name__ in blocks:
+            fully_shard(module, mesh=mesh)
+    fully_shard(base, mesh=mesh)
+    with torch.no_grad():   # FSDP initialises lazily at the first forward, which must enter through the root
+        base(input_ids=torch.zeros(1, 1, dtype=torch.long, device=next(base.parameters()).device.type))
+    base.reshard()   # the root keeps its parameters whole after a forward; the optimizer must see the shards
+
+
+def is_sharded(model) -> bool:
+    if not torch.distributed.is_available():
+        return False
+    from torch.distributed.fsdp import FSDPModule
+    return isinstance(_base(model), FSDPModule)
+
+
+@contextlib.contextmanager
+def gathered(model):
+    """Every parameter whole (unsharded) inside the block, on every rank; nothing is
+    re-gathered or freed by forward passes meanwhile. A no-op for an unsharded model."""
+    if not is_sharded(model):
+        yield model
+        return
+    from torch.distributed.fsdp import FSDPModule
+    modules = [m for m in model.modules() if isinstance(m, FSDPModule)]
+    for m in modules:
+        m.unshard()
+        m.set_reshard_after_forward(False, recurse=False)
+    try:
+        yield model
+    finally:
+        for m in modules:
+            m.set_reshard_after_forward(True, recurse=False)
+            m.reshard()
+
+
+def full_state(model, optimizer=None) -> tuple[dict, dict | None]:
+    """(model state dict, optimizer state dict or None), whole and on CPU, on rank 0; empty on
+    the other ranks. Every rank must call it (it gathers)."""
+    from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
+                                                         get_optimizer_state_dict)
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    model_sd = get_model_state_dict(model, options=options)
+    optim_sd = None if optimizer is None else get_optimizer_state_dict(model, optimizer, options=options)
+    return model_sd, optim_sd
+
+
+def load_optimizer(model, optimizer, state: dict) -> None:
+    """Restore an optimizer from `optimizer.pt`: a plain `state_dict()` (unsharded runs), or the
+    full, name-keyed state `full_state` writes (sharded runs), into a sharded or plain model."""
+    if not any(isinstance(k, str) for k in state.get("state", {})):
+        optimizer.load_state_dict(state)
+        return
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+    set_optimizer_state_dict(model, optimizer, state, options=StateDictOptions(full_state_dict=True))
+
+
+def clip_grad_norm_(params, max_norm: float) -> torch.Tensor:
+    """Gradient clipping for sharded (DTensor) gradients, written out so that it does not depend
+    on how accelerate's or torch's versions treat DTensors: the squares of every rank's gradient
+    shards summed over ranks, then every shard scaled by the same factor; returns the norm."""
+    grads = [p.grad for p in params if p.grad is not None]
+    local = [g.to_local() if hasattr(g, "to_local") else g for g in grads]
+    total = torch.stack([g.detach().float().pow(2).sum() for g in local]).sum() if local else torch.zeros(())
+    torch.distributed.all_reduce(total)
+    norm = total.sqrt()
+    scale = (max_norm / (norm + 1e-6)).clamp(max=1.0)
+    for g in local:
+        g.mul_(scale.to(g.dtype))
+    return norm
+
+
+def whole(tensor: torch.Tensor) -> torch.Tensor:
+    """A DTensor's full value (a collective); any other tensor as it is."""
+    return tensor.full_tensor() if hasattr(tensor, "full_tensor") else tensor
