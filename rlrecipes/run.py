@@ -111,6 +111,9 @@ def train(recipe, output_dir: str | None = None, say=print, resume: str | None =
     if recipe.train.prompts_per_step % acc.num_processes:
         raise UserError("train.prompts_per_step", f"{recipe.train.prompts_per_step} prompts do not split "
                         f"evenly over {acc.num_processes} processes", "make it a multiple of the process count")
+    if sharding.requested(acc.num_processes) and recipe.model.adapter == "qlora":
+        raise UserError("model.adapter", "QLoRA's 4-bit base weights are not sharded by FSDP2 here",
+                        "use adapter: lora with FSDP, or QLoRA under DDP")
     resume_from = None
     if resume:
         run_dir = checkpoint.find_run(recipe.name) if resume == "latest" else Path(resume)
