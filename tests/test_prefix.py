@@ -17,22 +17,25 @@ from .conftest import FAST
 
 
 def test_packing_worked_by_hand():
-    # one group: prompt [5, 6] (left-padded by one), completions [7, 8] and [9] (then padding)
-    prompt = torch.tensor([[0, 5, 6], [0, 5, 6]])
-    pmask = torch.tensor([[0, 1, 1], [0, 1, 1]])
-    comp = torch.tensor([[7, 8], [9, 0]])
-    cmask = torch.tensor([[1, 1], [1, 0]])
-    ids, pos, allowed, source = packed_inputs(prompt, pmask, comp, cmask)
-    assert ids.tolist() == [[5, 6, 7, 8, 9]]
-    assert pos.tolist() == [[0, 1, 2, 3, 2]]          # the second completion restarts after the prompt
-    assert allowed[0, 0].int().tolist() == [
-        [1, 0, 0, 0, 0],   # 5: itself
-        [1, 1, 0, 0, 0],   # 6: the prompt so far
-        [1, 1, 1, 0, 0],   # 7: prompt + itself
-        [1, 1, 1, 1, 0],   # 8: prompt + 7 + itself
-        [1, 1, 0, 0, 1]]   # 9: prompt + itself, not the other completion
-    # token 7 is predicted at position 1 (the prompt's last), 8 at 2 (7); 9 at 1; padding -> 1
-    assert source.tolist() == [[1, 2], [1, 1]]
+    # one group: prompt [5, 6] (left-padded by one), completions [7, 8] and [9] (then padding);
+    # a second group: prompt [4], completion [3, 2]
+    prompt = torch.tensor([[0, 5, 6], [0, 5, 6], [0, 0, 4]])
+    pmask = torch.tensor([[0, 1, 1], [0, 1, 1], [0, 0, 1]])
+    comp = torch.tensor([[7, 8], [9, 0], [3, 2]])
+    cmask = torch.tensor([[1, 1], [1, 0], [1, 1]])
+    ids, pos, layout, source = packed_inputs(prompt, pmask, comp, cmask)
+    assert (layout.P, layout.G, layout.T) == (2, 2, 2)      # prompt slot 2, 2 completion slots of 2
+    assert ids.tolist() == [[5, 6, 7, 8, 9, 0], [4, 0, 3, 2, 0, 0]]
+    assert pos.tolist() == [[0, 1, 2, 3, 2, 3], [0, 1, 1, 2, 4, 5]]   # completions continue the prompt; the
+    # second group's empty slot keeps placeholder positions (its outputs are never read)
+    assert layout.prefix_mask[:, 0].int().tolist() == [[[1, 0], [1, 1]],   # 5; 6 sees 5
+                                                        [[1, 0], [1, 1]]]   # 4; padding (never read): 4 and itself
+    # each completion: the group's real prompt tokens, then causal over its own slot
+    assert layout.completion_mask[:, 0].int().tolist() == [[[1, 1, 1, 0], [1, 1, 1, 1]]] * 2 + \
+        [[[1, 0, 1, 0], [1, 0, 1, 1]]] * 2
+    # token 7 is predicted at the prompt's last position (1), 8 at 7's (2); 9 at 1, its padding at 4;
+    # 3 at 6 + 0 (the second row's prompt end), 2 at 3's position 8
+    assert source.tolist() == [[1, 2], [1, 4], [6, 8]]
 
 
 def _batch(tok):
