@@ -170,4 +170,8 @@ def train(recipe, output_dir: str | None = None, say=print, resume: str | None =
             (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
             plots.draw(run_dir)
     acc.wait_for_everyone()
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        # an exiting process that still holds its process group (gloo's threads) can abort in C++
+        # teardown ("terminate called without an active exception"), failing a finished run
+        torch.distributed.destroy_process_group()
     return summary
