@@ -236,6 +236,23 @@ def eval_cmd(target: Path = typer.Argument(..., help="a run directory or a recip
 
 @app.command()
 @guarded
+def export(run_dir: Path = typer.Argument(..., help="a run directory"),
+           merge: Path = typer.Option(..., "--merge", help="the folder to write (new, or empty)"),
+           checkpoint: str = typer.Option("final", help="final | latest | best | step-000050")):
+    """Write a run's policy as a standard Hugging Face model folder, the adapter merged in.
+
+    LoRA: W + s·BA; QLoRA: the de-quantised 4-bit base plus the adapter; full fine-tune: its
+    weights. Loads with AutoModelForCausalLM.from_pretrained; vllm can serve it.
+
+    Example: rlrecipes export runs/grpo-20261127-1200 --merge exports/grpo
+    """
+    from .export import export as export_run
+    info = export_run(run_dir, merge, checkpoint)
+    console.print(f"wrote {merge} ({info['adapter']} merged into {info['base']}, {info['dtype']})")
+
+
+@app.command()
+@guarded
 def plot(run_dir: Path):
     """Redraw a run's plots/ (reward, KL, completion length, loss, eval curves) from metrics.jsonl.
 

@@ -54,12 +54,12 @@ def _base(model):
 
 # --- weights --------------------------------------------------------------------------------
 
-def _linear(mod, dtype) -> tuple[torch.Tensor, torch.Tensor | None]:
+def effective_linear(mod, dtype) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(effective weight [out, in], bias) of a Linear, a bitsandbytes Linear4bit or a peft LoRA
     layer around either; plain weights are returned as they are (no copy)."""
     from peft.tuners.lora import LoraLayer
     if isinstance(mod, LoraLayer):
-        weight, bias = _linear(mod.get_base_layer(), dtype)
+        weight, bias = effective_linear(mod.get_base_layer(), dtype)
         if not mod.disable_adapters and not mod.merged:
             for name in mod.active_adapters:
                 if name in mod.lora_A:
@@ -84,12 +84,12 @@ class Weights:
         for layer in inner.layers:
             att, mlp = layer.self_attn, layer.mlp
             self.layers.append({   # separate matmuls: fusing q/k/v would copy plain weights too
-                **{k: _linear(getattr(att, f"{k}_proj"), self.dtype) for k in "qkvo"},
-                **{k: _linear(getattr(mlp, f"{k}_proj"), self.dtype) for k in ("gate", "up", "down")},
+                **{k: effective_linear(getattr(att, f"{k}_proj"), self.dtype) for k in "qkvo"},
+                **{k: effective_linear(getattr(mlp, f"{k}_proj"), self.dtype) for k in ("gate", "up", "down")},
                 "ln1": (layer.input_layernorm.weight, layer.input_layernorm.variance_epsilon),
                 "ln2": (layer.post_attention_layernorm.weight, layer.post_attention_layernorm.variance_epsilon)})
         self.norm = (inner.norm.weight, inner.norm.variance_epsilon)
-        self.lm_head = _linear(base.lm_head, self.dtype)[0]
+        self.lm_head = effective_linear(base.lm_head, self.dtype)[0]
         self.heads, self.kv_heads = cfg.num_attention_heads, cfg.num_key_value_heads
         self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
         rotary = inner.rotary_emb
