@@ -204,6 +204,8 @@ def log_line(ctx, row: dict) -> None:
     if ctx.accelerator.is_main_process:
         with open(ctx.run_dir / "metrics.jsonl", "a") as f:
             f.write(json.dumps(row) + "\n")
+        if getattr(ctx, "trackers", None):
+            ctx.trackers.log(row)
 
 
 def truncate_metrics(run_dir: Path, step: int) -> None:

@@ -16,7 +16,7 @@ from types import SimpleNamespace
 import torch
 import yaml
 
-from . import checkpoint, plots, sharding
+from . import checkpoint, plots, sharding, tracking
 from .loop import TrainingStopped, rl_stage
 from .config import to_dict
 from .errors import UserError
@@ -107,6 +107,7 @@ def train(recipe, output_dir: str | None = None, say=print, resume: str | None =
     if tool_sandbox(recipe) == "bwrap":
         require_sandbox()   # before a run directory exists
     sharding.check_launcher()   # DeepSpeed / FSDP1: refused before accelerate starts or any file is made
+    tracking.check(recipe)      # a named tracker's library is missing
     acc = Accelerator(cpu=not torch.cuda.is_available())  # cpu=True lets torchrun on CPU use gloo
     if recipe.train.prompts_per_step % acc.num_processes:
         raise UserError("train.prompts_per_step", f"{recipe.train.prompts_per_step} prompts do not split "
@@ -147,6 +148,7 @@ def train(recipe, output_dir: str | None = None, say=print, resume: str | None =
                           format=lambda texts, rows=None: format_prompts(tokenizer, texts, chat, rows),
                           generator=make_generator(recipe, task))
     say(f"run directory: {run_dir}" + (f" (resuming from {resume_from.name})" if resume_from else ""))
+    ctx.trackers = tracking.Trackers(recipe, run_dir, enabled=main)
     if tool_sandbox(recipe) == "unsafe_local":
         say("warning: the python tool runs model-written code WITHOUT isolation (sandbox: unsafe_local)")
     for stage in recipe.stages:
@@ -169,6 +171,7 @@ def train(recipe, output_dir: str | None = None, say=print, resume: str | None =
         if main:
             (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
             plots.draw(run_dir)
+        ctx.trackers.finish(summary)
     acc.wait_for_everyone()
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         # an exiting process that still holds its process group (gloo's threads) can abort in C++

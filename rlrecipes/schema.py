@@ -203,6 +203,12 @@ class Expect(Strict):
     tiny: TinyExpect = {}
 
 
+class Logging(Strict):
+    """Where metrics go besides metrics.jsonl: experiment trackers, through their own libraries
+    (`pip install 'rlrecipes[tracking]'`), written under the run directory (rlrecipes/tracking.py)."""
+    report_to: list[Literal["tensorboard", "mlflow"]] = []
+
+
 class Recipe(Strict):
     name: str
     paper: Paper
@@ -218,6 +224,7 @@ class Recipe(Strict):
     generation: Generation = Generation()
     eval: Eval = Eval()
     checkpoint: Checkpoint = Checkpoint()
+    logging: Logging = Logging()
     expect: Expect = Expect()
     presets: dict[str, dict[str, Any]] = {}
 
