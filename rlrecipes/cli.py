@@ -78,10 +78,13 @@ def list_cmd(directory: Path = typer.Option(Path("recipes"), "--dir", help="fold
 
     Example: rlrecipes list --json | jq '.[].name'
     """
-    from .catalog import recipe_rows
+    from .catalog import paper_rows, recipe_rows
     if not directory.is_dir():
         raise UserError(str(directory), "recipe folder not found", "run from the repository root or pass --dir")
     rows = recipe_rows(directory)
+    papers, counts = paper_rows(directory, rows)   # seed papers without a recipe (name null)
+    rows += papers
+    seed = ", ".join(f"{n} {k}" for k, n in counts.items())
     if as_json:
         print(json.dumps(rows, indent=2))
         return
@@ -90,8 +93,11 @@ def list_cmd(directory: Path = typer.Option(Path("recipes"), "--dir", help="fold
         table.add_column(col, overflow="fold")
     for r in rows:
         status = r["status"] + (" (python tool NOT sandboxed: unsafe_local)" if r["tool_sandbox"] == "unsafe_local" else "")
-        table.add_row(r["name"], r["paper"] or r["summary"], r["arxiv"] or "", status, ", ".join(r["presets"]))
+        table.add_row(r["name"] or "—", r["paper"] or r["summary"], r["arxiv"] or "",
+                      status if r["name"] else f"{status}: {r['summary']}", ", ".join(r["presets"]))
     console.print(table)
+    if counts:
+        console.print(f"seed papers ({sum(counts.values())}): {seed}")
 
 
 @app.command()
