@@ -206,7 +206,7 @@ class Expect(Strict):
 class Logging(Strict):
     """Where metrics go besides metrics.jsonl: experiment trackers, through their own libraries
     (`pip install 'rlrecipes[tracking]'`), written under the run directory (rlrecipes/tracking.py)."""
-    report_to: list[Literal["tensorboard", "mlflow"]] = []
+    report_to: list[Literal["tensorboard", "mlflow", "wandb"]] = []
 
 
 class Recipe(Strict):

@@ -1,14 +1,16 @@
-"""Experiment trackers (`logging.report_to: [tensorboard, mlflow]`), through their own libraries,
-written under the run directory so that nothing needs a server or the network:
+"""Experiment trackers (`logging.report_to: [tensorboard, mlflow, wandb]`), through their own
+libraries, written under the run directory so that nothing needs a server or the network:
 
     RUN_DIR/tracking/tensorboard/   `tensorboard --logdir RUN_DIR/tracking/tensorboard`
     RUN_DIR/tracking/mlruns/        `mlflow ui --backend-store-uri RUN_DIR/tracking/mlruns`
                                     (mlflow's file store; metric names write `@` as `_at_`)
+    RUN_DIR/tracking/wandb/         offline unless WANDB_API_KEY is set or WANDB_MODE=online;
+                                    `wandb sync RUN_DIR/tracking/wandb/offline-run-*` uploads it
 
 Each gets every line the loop writes to metrics.jsonl (numbers only, at its step), the resolved
 recipe (tensorboard: a text entry; mlflow: parameters and a recipe.yaml artifact) and the final
 eval summary. Only the main process logs. `close` runs on success, crash and Ctrl-C alike (the
-run's `finally`). wandb and trackio are not offered: nothing here could test them offline.
+run's `finally`). trackio is not offered: nothing here could test it offline.
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from pathlib import Path
 
 from .errors import UserError
 
-LIBRARY = {"tensorboard": "tensorboard", "mlflow": "mlflow"}
+LIBRARY = {"tensorboard": "tensorboard", "mlflow": "mlflow", "wandb": "wandb"}
 
 
 def check(recipe) -> None:
@@ -85,6 +87,29 @@ class MLflow:
         self.client.set_terminated(self.run_id, state)
 
 
+class WandB:
+    def __init__(self, run_dir: Path, config: dict):
+        import os
+
+        import wandb
+        mode = os.environ.get("WANDB_MODE") or ("online" if os.environ.get("WANDB_API_KEY") else "offline")
+        (run_dir / "tracking").mkdir(parents=True, exist_ok=True)
+        self.run = wandb.init(mode=mode, dir=str(run_dir / "tracking"), project=os.environ.get("WANDB_PROJECT", "rlrecipes"),
+                              name=run_dir.name, config=config, settings=wandb.Settings(silent=True, console="off"))
+
+    def log(self, row: dict) -> None:
+        self.run.log(_numbers(row), step=row["step"])
+
+    def summary(self, summary: dict) -> None:
+        import wandb
+        rows = [[when, k, v] for when, ev in summary.get("eval", {}).items() if ev for k, v in _numbers(ev).items()]
+        self.run.log({"eval_table": wandb.Table(columns=["eval", "metric", "value"], data=rows)})
+        self.run.summary["eval"] = summary.get("eval", {})
+
+    def close(self, status: str) -> None:
+        self.run.finish(exit_code=0 if status == "finished" else 1)
+
+
 class Trackers:
     """The recipe's trackers, as one object the loop calls (a no-op when there are none)."""
 
@@ -98,9 +123,10 @@ class Trackers:
             return
         resolved = to_dict(recipe)
         text = yaml.safe_dump(resolved, sort_keys=False)
-        for name in recipe.logging.report_to:
-            self.items.append(TensorBoard(run_dir, text) if name == "tensorboard"
-                              else MLflow(run_dir, text, flatten({k: v for k, v in resolved.items() if k != "presets"})))
+        config = {k: v for k, v in resolved.items() if k != "presets"}
+        make = {"tensorboard": lambda: TensorBoard(run_dir, text), "wandb": lambda: WandB(run_dir, config),
+                "mlflow": lambda: MLflow(run_dir, text, flatten(config))}
+        self.items = [make[name]() for name in recipe.logging.report_to]
 
     def log(self, row: dict) -> None:
         for t in self.items:

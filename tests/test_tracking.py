@@ -17,9 +17,11 @@ from .conftest import FAST
 runner = CliRunner()
 
 
-def test_trackers_receive_the_metrics_lines(tmp_path):
+def test_trackers_receive_the_metrics_lines(tmp_path, monkeypatch):
     r = load_recipe("recipes/grpo.yaml", "tiny", FAST + ["stages=[{kind: rl}]", "train.steps=2",
-                                                          "logging.report_to=[tensorboard, mlflow]"])
+                                                          "logging.report_to=[tensorboard, mlflow, wandb]"])
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
     run = tmp_path / "run"
     train(r, str(run), say=lambda *a: None)
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
@@ -44,6 +46,43 @@ def test_trackers_receive_the_metrics_lines(tmp_path):
         pytest.approx(pass1, rel=1e-6)
     assert [a.path for a in client.list_artifacts(found.info.run_id)] == ["recipe.yaml", "summary.json"]
 
+    [offline] = list((run / "tracking" / "wandb").glob("offline-run-*/run-*.wandb"))   # offline by default
+    records = list(_wandb_records(offline))
+    history = [r for kind, r in records if kind == "history"]
+    assert {h["_step"]: h["loss"] for h in history if "loss" in h} == pytest.approx(loss, rel=1e-6)
+    assert {h["_step"]: h["eval/pass@1"] for h in history if "eval/pass@1" in h} == pytest.approx(pass1, rel=1e-6)
+    [config] = [r for kind, r in records if kind == "run"]
+    assert config["train"]["steps"] == 2 and [r for kind, r in records if kind == "exit"] == [0]
+
+
+def _wandb_records(path):
+    """(kind, content) of an offline .wandb file: wandb's LevelDB-style log (a 7-byte ':W&B'
+    header, 32 KiB blocks, records split FULL/FIRST/MIDDLE/LAST) of protobuf Records."""
+    import struct
+
+    from wandb.proto import wandb_internal_pb2 as pb
+    data, pos, parts = path.read_bytes(), 7, b""
+    assert data[:4] == b":W&B"
+    while pos + 7 <= len(data):
+        left = 32768 - pos % 32768
+        _, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        if left < 7 or (kind == 0 and length == 0):   # block trailer / padding
+            pos += left
+            continue
+        parts, pos = parts + data[pos + 7:pos + 7 + length], pos + 7 + length
+        if kind in (2, 3):   # FIRST / MIDDLE: more to come
+            continue
+        record = pb.Record()
+        record.ParseFromString(parts)
+        parts = b""
+        which = record.WhichOneof("record_type")
+        if which == "history":
+            yield which, {i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in record.history.item}
+        elif which == "run":
+            yield which, {u.key: json.loads(u.value_json) for u in record.run.config.update}
+        elif which == "exit":
+            yield which, record.exit.exit_code
+
 
 def test_a_missing_library_is_refused_before_the_run_directory(tmp_path, monkeypatch):
     monkeypatch.setitem(tracking.LIBRARY, "mlflow", "no_such_module_for_rlrecipes")
@@ -54,5 +93,5 @@ def test_a_missing_library_is_refused_before_the_run_directory(tmp_path, monkeyp
 
 
 def test_an_unknown_tracker_names_the_field():
-    result = runner.invoke(app, ["validate", "recipes/grpo.yaml", "-o", "logging.report_to=[wandb]"])
+    result = runner.invoke(app, ["validate", "recipes/grpo.yaml", "-o", "logging.report_to=[trackio]"])
     assert result.exit_code == 2 and "logging.report_to" in result.output
