@@ -148,7 +148,6 @@ def train(recipe, output_dir: str | None = None, say=print, resume: str | None =
                           format=lambda texts, rows=None: format_prompts(tokenizer, texts, chat, rows),
                           generator=make_generator(recipe, task))
     say(f"run directory: {run_dir}" + (f" (resuming from {resume_from.name})" if resume_from else ""))
-    ctx.trackers = tracking.Trackers(recipe, run_dir, enabled=main)
     if tool_sandbox(recipe) == "unsafe_local":
         say("warning: the python tool runs model-written code WITHOUT isolation (sandbox: unsafe_local)")
     for stage in recipe.stages:
@@ -160,6 +159,7 @@ def train(recipe, output_dir: str | None = None, say=print, resume: str | None =
                             ctx.train_prompts, base_path, acc.device, log=bar.update, format_fn=ctx.format)
             acc.wait_for_everyone()
     summary = {"run_dir": str(run_dir), "eval": {}, "status": "failed"}
+    ctx.trackers = tracking.Trackers(recipe, run_dir, enabled=main)   # opened here: closed in `finally`
     try:
         if any(s.kind == "rl" for s in recipe.stages):
             summary["eval"] = rl_stage(ctx, base_path, resume_from)
@@ -168,10 +168,12 @@ def train(recipe, output_dir: str | None = None, say=print, resume: str | None =
         summary["status"] = f"stopped: {stop}"
         raise
     finally:
-        if main:
-            (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-            plots.draw(run_dir)
-        ctx.trackers.finish(summary)
+        try:
+            if main:
+                (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+                plots.draw(run_dir)
+        finally:   # trackers are closed even if the plot fails
+            ctx.trackers.finish(summary)
     acc.wait_for_everyone()
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         # an exiting process that still holds its process group (gloo's threads) can abort in C++

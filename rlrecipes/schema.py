@@ -205,8 +205,9 @@ class Expect(Strict):
 
 class Logging(Strict):
     """Where metrics go besides metrics.jsonl: experiment trackers, through their own libraries
-    (`pip install 'rlrecipes[tracking]'`), written under the run directory (rlrecipes/tracking.py)."""
-    report_to: list[Literal["tensorboard", "mlflow", "wandb"]] = []
+    (`pip install 'rlrecipes[tracking]'`), written locally: under the run directory, trackio in
+    its own store (rlrecipes/tracking.py)."""
+    report_to: list[Literal["tensorboard", "mlflow", "wandb", "trackio"]] = []
 
 
 class Recipe(Strict):
