@@ -82,7 +82,9 @@ def test_trackers_receive_the_metrics_lines(tmp_path, trackio_dir, offline_wandb
     train(r, str(run), say=lambda *a: None)
     loss, pass1 = _metrics(run, "loss"), _metrics(run, "eval/pass@1")
     assert sorted(loss) == [1, 2] and sorted(pass1) == [0, 2]   # eval at start (step 0) and end
-    for key, want in (("loss", loss), ("eval/pass@1", pass1)):
+    assert any(_metrics(run, "reward_mean").values())   # the parity reward: not all zeros
+    for key in ("loss", "reward_mean", "eval/pass@1"):
+        want = _metrics(run, key)
         for name, got in _tracked(run, key).items():
             assert got == pytest.approx(want, rel=1e-6), (name, key)
     assert _status(run) == {"tensorboard": "finished", "mlflow": "FINISHED", "wandb": [0]}
@@ -102,6 +104,8 @@ def test_trackers_receive_the_metrics_lines(tmp_path, trackio_dir, offline_wandb
     [wb] = list((run / "tracking" / "wandb").glob("offline-run-*/run-*.wandb"))
     [config] = [r for kind, r in _wandb_records(wb) if kind == "run"]
     assert config["train"]["steps"] == 2
+    [wb_table] = list(wb.parent.glob("files/media/table/eval_table_*.table.json"))
+    assert ["end", "pass@1", pass1[2]] in json.loads(wb_table.read_text())["data"]
 
     from trackio.sqlite_storage import SQLiteStorage
     tk = json.loads((run / "tracking" / "trackio.json").read_text())
