@@ -254,7 +254,8 @@ def export(run_dir: Path = typer.Argument(..., help="a run directory"),
     """
     from .export import export as export_run
     info = export_run(run_dir, merge, checkpoint)
-    console.print(f"wrote {merge} ({info['adapter']} merged into {info['base']}, {info['dtype']})")
+    what = "full fine-tune weights" if info["adapter"] == "none" else f"{info['adapter']} adapter merged into {info['base']}"
+    console.print(f"wrote {merge} ({what}, {info['dtype']})")
 
 
 @app.command()
