@@ -261,26 +261,17 @@ def export(run_dir: Path = typer.Argument(..., help="a run directory"),
 @app.command()
 @guarded
 def compare(run_dirs: List[Path] = typer.Argument(..., help="two or more run directories"),
-            out: Path = typer.Option(Path("compare.png"), help="where the figure goes")):
-    """One table of the runs' eval results (start -> end, 95% intervals) and one figure of their
-    reward and eval curves side by side.
+            out: Path = typer.Option(Path("compare.png"), help="where the figure goes (.png, .pdf or .svg)")):
+    """One table of the runs' eval results (training start -> end and any `rlrecipes eval`
+    results, 95% intervals) and one figure of their reward and eval curves side by side.
 
     Example: rlrecipes compare runs/grpo-1200 runs/dapo-1300 --out ablation.png
     """
-    from .compare import cell, draw, headline_metrics, load_run
-    runs = [load_run(p) for p in run_dirs]
-    metrics = headline_metrics(runs)
-    table = Table(title="eval: start -> end")
-    for column in ["run", "steps", *metrics]:
-        table.add_column(column)
-    for run in runs:
-        steps = max((r["step"] for r in run["rows"] if "loss" in r), default=0)
-        ev = run["eval"]
-        table.add_row(run["name"], str(steps), *[f"{cell(ev.get('start', {}), m)} -> {cell(ev.get('end', {}), m)}"
-                                                 for m in metrics])
-    console.print(table)
-    shown = "pass@1" if "pass@1" in metrics else (metrics[0] if metrics else None)
-    console.print(f"wrote {draw(runs, shown, out)}")
+    from .compare import check_out, draw, load_runs, table
+    check_out(out)
+    runs = load_runs(run_dirs)
+    console.print(table(runs))
+    console.print(f"wrote {draw(runs, out).resolve()}")
 
 
 @app.command()

@@ -1,50 +1,121 @@
-"""`rlrecipes compare RUN_A RUN_B …`: the runs' eval results in one table (start → end with 95%
-intervals, as `summary.json` and the eval lines of `metrics.jsonl` hold them) and one figure of
-their reward and eval curves side by side — the figure an ablation needs."""
+"""`rlrecipes compare RUN_A RUN_B …`: the runs' eval results in one table and their reward and
+eval curves side by side in one figure — the figure an ablation needs.
+
+What is read, all written by rlrecipes itself:
+- `metrics.jsonl` (run.py / loop.py): one JSON object per line with `step`; training lines carry
+  `loss` and `reward_mean`, eval lines carry `eval/<metric>` and `eval/<metric>_ci` (step 0 is
+  the eval at start).
+- `summary.json` `eval.start` / `eval.end` (run.py): `{metric: mean, metric_ci: half-width}` as
+  `evaluate.summarize` gives them (95% intervals); a run still going has no summary, so its
+  first and last eval lines stand in.
+- `eval/<checkpoint>.json` (evalrun.py, from `rlrecipes eval RUN --checkpoint NAME`): the same
+  summary plus `checkpoint`, `split` and `samples`; each becomes a row of its own.
+"""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
-from .checkpoint import run_recipe_path
 from .errors import UserError
 from .plots import read_metrics
 
 HEADLINE = ("pass@", "mean@", "maj@", "plcc", "srcc")
+FIGURE_TYPES = (".png", ".pdf", ".svg")
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise UserError(str(path), f"not valid JSON ({exc.msg}, line {exc.lineno})",
+                        "rerun the command that wrote it") from None
 
 
 def load_run(path: Path) -> dict:
-    """A run directory's name, metric lines and eval start/end (summary.json, else the eval
-    lines of metrics.jsonl); a UserError for a folder that is not a run."""
-    run_recipe_path(path)   # names the folder when it has no recipe.yaml
+    """A run directory's metric lines, training eval (start/end) and `rlrecipes eval` results;
+    a one-line UserError for a path that is not a run or has not logged a step."""
+    hint = "pass folders that `rlrecipes train` wrote, e.g. runs/grpo-20261127-1200"
+    if not path.exists():
+        raise UserError(str(path), "no such folder", hint)
+    if not (path / "recipe.yaml").is_file():
+        raise UserError(str(path), "not a run directory (no recipe.yaml)", hint)
     rows = read_metrics(path)
     if not rows:
-        raise UserError(str(path), "no metrics.jsonl lines yet", "compare runs that have trained at least one step")
+        raise UserError(str(path), "no metrics.jsonl lines yet", "compare runs that have logged at least one step")
     summary = path / "summary.json"
-    evals = json.loads(summary.read_text()).get("eval", {}) if summary.exists() else {}
+    evals = _read_json(summary).get("eval", {}) if summary.exists() else {}
     lines = [{k[5:]: v for k, v in r.items() if k.startswith("eval/")} for r in rows]
     lines = [e for e in lines if e]
     if lines and "end" not in evals:
         evals = {"start": evals.get("start") or lines[0], "end": lines[-1]}
-    return {"name": path.name, "rows": rows, "eval": evals}
+    extra = [_read_json(p) for p in sorted((path / "eval").glob("*.json"))]
+    return {"path": path, "name": path.name, "rows": rows, "eval": evals, "extra": extra}
+
+
+def load_runs(paths: list[Path]) -> list[dict]:
+    """`load_run` for each; labelled by folder name, or by the path given when names repeat."""
+    runs = [load_run(p) for p in paths]
+    if len({r["name"] for r in runs}) < len(runs):
+        for run in runs:
+            run["name"] = str(run["path"])
+    return runs
+
+
+def _order(metric: str) -> tuple:
+    prefix = next(i for i, h in enumerate(HEADLINE) if metric.startswith(h))
+    k = metric.split("@")[-1]
+    return prefix, int(k) if k.isdigit() else 0, metric
 
 
 def headline_metrics(runs: list[dict]) -> list[str]:
-    """Metrics every run's final eval reports, headline ones (pass@k, mean@n, …) in order."""
-    keys = [set(r["eval"].get("end", {})) for r in runs]
-    common = set.intersection(*keys) if keys else set()
-    return sorted(k for k in common if k.startswith(HEADLINE) and not k.endswith("_ci"))
+    """Headline metrics (pass@k by k, mean@n, maj@k, plcc, srcc) that any run's eval reports;
+    a run without one shows '—' rather than the column being dropped."""
+    found = set()
+    for run in runs:
+        for ev in [*run["eval"].values(), *run["extra"]]:
+            found |= {k for k in ev if k.startswith(HEADLINE) and not k.endswith("_ci")}
+    return sorted(found, key=_order)
 
 
 def cell(ev: dict, metric: str) -> str:
+    """'0.625 ± 0.050' (mean ± 95% half-width); '—' when the eval lacks the metric."""
     if metric not in ev:
         return "—"
     ci = ev.get(f"{metric}_ci")
-    return f"{ev[metric]:.3f}" + (f" ± {ci:.3f}" if ci is not None else "")
+    shown = ci is not None and not math.isnan(ci)   # one problem: no interval
+    return f"{ev[metric]:.3f}" + (f" ± {ci:.3f}" if shown else "")
 
 
-def draw(runs: list[dict], metric: str | None, out: Path) -> Path:
-    """reward_mean by step (left) and `metric` at each eval (right), one line per run."""
+def table(runs: list[dict]):
+    """A rich Table: per run, training eval start -> end, then one row per `rlrecipes eval` file."""
+    from rich.table import Table
+    metrics = headline_metrics(runs)
+    out = Table(title="eval results (mean ± 95% interval)")
+    for column in ["run", "steps", "eval", *metrics]:
+        out.add_column(column)
+    for run in runs:
+        steps = max((r["step"] for r in run["rows"] if "loss" in r), default=0)
+        ev = run["eval"]
+        out.add_row(run["name"], str(steps), "training: start -> end",
+                    *[f"{cell(ev.get('start', {}), m)} -> {cell(ev.get('end', {}), m)}" for m in metrics])
+        for res in run["extra"]:
+            source = (f"eval {res.get('checkpoint', '?')}: {res.get('split', '?')}, "
+                      f"{res.get('problems', '?')}×{res.get('samples', '?')}")
+            out.add_row("", "", source, *[cell(res, m) for m in metrics])
+    return out
+
+
+def check_out(out: Path) -> None:
+    if out.is_dir():
+        raise UserError("--out", f"{out} is a folder", "give a file name, e.g. --out ablation.png")
+    if out.suffix.lower() not in FIGURE_TYPES:
+        raise UserError("--out", f"{out.name}: unknown figure type", f"end it in {', '.join(FIGURE_TYPES)}")
+
+
+def figure(runs: list[dict], metric: str | None):
+    """reward_mean by step (left) and `metric` at each eval with its interval (right), one line
+    per run; returns the matplotlib Figure."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -58,12 +129,21 @@ def draw(runs: list[dict], metric: str | None, out: Path) -> Path:
             right.errorbar([p[0] for p in points], [p[1] for p in points], yerr=[p[2] for p in points],
                            fmt="o-", capsize=3, markersize=3, label=run["name"])
     left.set_title("reward_mean")
-    right.set_title(f"eval {metric or '(no common metric)'} (± 95% interval)")
+    right.set_title(f"eval {metric or '(no eval metric)'} (± 95% interval)")
     for ax in (left, right):
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        if ax.lines:
+            ax.legend(fontsize=7)
     fig.tight_layout()
+    return fig
+
+
+def draw(runs: list[dict], out: Path) -> Path:
+    """Write the figure (pass@1 on the right, else the first headline metric) to `out`."""
+    import matplotlib.pyplot as plt
+    metrics = headline_metrics(runs)
+    fig = figure(runs, "pass@1" if "pass@1" in metrics else (metrics[0] if metrics else None))
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=100)
     plt.close(fig)

@@ -46,7 +46,8 @@ def run_policy(run_dir: Path, checkpoint_name: str):
     if weights is None:
         raise UserError("--checkpoint", "base has nothing to merge", "export final, latest, best or a step")
     base_path = str(run_dir / "sft-model") if (run_dir / "sft-model").is_dir() else resolve_path(recipe.model)
-    cfg = recipe.model if (weights / "adapter_config.json").exists() else recipe.model.model_copy(update={"adapter": "none"})
+    adapter = recipe.model.adapter if (weights / "adapter_config.json").exists() else "none"
+    cfg = recipe.model.model_copy(update={"adapter": adapter})
     policy, tokenizer = load_policy(cfg, torch.device("cpu"), base_path)
     load_weights(policy, weights)
     return policy, tokenizer, cfg, base_path, weights
