@@ -5,7 +5,7 @@ What is read, all written by rlrecipes itself:
 - `metrics.jsonl` (run.py / loop.py): one JSON object per line with `step`; training lines carry
   `loss` and `reward_mean`, eval lines carry `eval/<metric>` and `eval/<metric>_ci` (step 0 is
   the eval at start).
-- `summary.json` `eval.start` / `eval.end` (run.py): `{metric: mean, metric_ci: half-width}` as
+- `summary.json` `eval.start` / `eval.end` (run.py, from loop.py): `{metric: mean, metric_ci: half-width}` as
   `evaluate.summarize` gives them (95% intervals); a run still going has no summary, so its
   first and last eval lines stand in.
 - `eval/<checkpoint>.json` (evalrun.py, from `rlrecipes eval RUN --checkpoint NAME`): the same
@@ -88,21 +88,21 @@ def cell(ev: dict, metric: str) -> str:
 
 
 def table(runs: list[dict]):
-    """A rich Table: per run, training eval start -> end, then one row per `rlrecipes eval` file."""
+    """A rich Table with a row per eval: each run's training eval at start and at end, then its
+    `rlrecipes eval` results; one value ± interval a cell, so it stays narrow."""
     from rich.table import Table
     metrics = headline_metrics(runs)
     out = Table(title="eval results (mean ± 95% interval)")
     for column in ["run", "steps", "eval", *metrics]:
-        out.add_column(column)
+        out.add_column(column, no_wrap=column != "eval")
     for run in runs:
         steps = max((r["step"] for r in run["rows"] if "loss" in r), default=0)
-        ev = run["eval"]
-        out.add_row(run["name"], str(steps), "training: start -> end",
-                    *[f"{cell(ev.get('start', {}), m)} -> {cell(ev.get('end', {}), m)}" for m in metrics])
-        for res in run["extra"]:
-            source = (f"eval {res.get('checkpoint', '?')}: {res.get('split', '?')}, "
-                      f"{res.get('problems', '?')}×{res.get('samples', '?')}")
-            out.add_row("", "", source, *[cell(res, m) for m in metrics])
+        rows = [(when, run["eval"][when]) for when in ("start", "end") if when in run["eval"]]
+        rows += [(f"eval {res.get('checkpoint', '?')}: {res.get('split', '?')}, "
+                  f"{res.get('problems', '?')}×{res.get('samples', '?')}", res) for res in run["extra"]]
+        for i, (source, ev) in enumerate(rows or [("none yet", {})]):
+            out.add_row(run["name"], str(steps), source, *[cell(ev, m) for m in metrics],
+                        end_section=i == max(len(rows), 1) - 1)
     return out
 
 

@@ -38,7 +38,7 @@ def run_policy(run_dir: Path, checkpoint_name: str):
     recipe, _ = resolve_target(run_dir, None, [])
     if not (run_dir / "final").is_dir() and not checkpoint.complete_checkpoints(run_dir):
         raise UserError(str(run_dir), "no checkpoint to export (no final/, no checkpoints/step-*/)",
-                        "let the run reach a checkpoint, or resume it with rlrecipes train RECIPE --resume RUN_DIR")
+                        "it stopped before its first checkpoint: train it again")
     if checkpoint_name == "final" and not (run_dir / "final").is_dir():
         raise UserError(str(run_dir), "no final/ (the run did not finish)",
                         "export a checkpoint: --checkpoint latest, or resume the run")

@@ -57,15 +57,25 @@ def test_compare_table_and_figure_of_a_real_run_and_a_written_one(tmp_path):
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"wrote {out}" in result.output.replace("\n", "")
     text = _text(load_runs([tmp_path / "real", tmp_path / "fake"]))
     real = json.loads((tmp_path / "real" / "summary.json").read_text())["eval"]
-    start, end = (f"{real[w]['pass@1']:.3f} ± {real[w]['pass@1_ci']:.3f}" for w in ("start", "end"))
-    assert f"{start} -> {end}" in text
     evaluated = json.loads((tmp_path / "real" / "eval" / "final.json").read_text())
-    assert "eval final: test, 4×2" in text and f"{evaluated['maj@1']:.3f} ± {evaluated['maj@1_ci']:.3f}" in text
-    assert "0.200 ± 0.040 -> 0.625 ± 0.050" in text
-    assert "eval best: test, 200×4" in text and "0.900 ± 0.030" in text
     header = next(line for line in text.splitlines() if "pass@1" in line and "run" in line)
     assert header.index("pass@1") < header.index("pass@4") < header.index("mean@n") < header.index("maj@1")
-    assert "— -> —" in text   # the fake run reports no mean@n: shown as missing, not dropped
+    for run, source, ev in [("real", " start ", real["start"]), ("real", " end ", real["end"]),
+                            ("real", " eval final: test, 4×2 ", evaluated)]:
+        cells = _cells(text, run, source)
+        want = [f"{ev[m]:.3f} ± {ev[m + '_ci']:.3f}" for m in ("pass@1", "mean@n", "maj@1")]
+        assert cells[0] == "2" and [cells[1], *cells[3:]] == want
+        assert cells[2] == "—"   # the real run's evals have no pass@4 (eval.k [1], --samples 2)
+    assert _cells(text, "fake", " start ") == ["3", "0.200 ± 0.040", "—", "—", "—"]
+    assert _cells(text, "fake", " end ") == ["3", "0.625 ± 0.050", "—", "—", "—"]   # columns kept, shown missing
+    assert _cells(text, "fake", " eval best: test, 200×4 ") == ["3", "—", "0.900 ± 0.030", "—", "—"]
+
+
+def _cells(text, run, source):
+    """The cells after the eval column of the row of `run` whose eval column is `source`."""
+    line = next(line for line in text.splitlines() if line.startswith(f"│ {run} ") and source in line)
+    cells = [c.strip() for c in line.strip("│ ").split("│")]
+    return [cells[1], *cells[3:]]
 
 
 def test_figure_has_each_runs_reward_and_eval_curve(tmp_path):
