@@ -94,7 +94,7 @@ def table(runs: list[dict]):
     metrics = headline_metrics(runs)
     out = Table(title="eval results (mean ± 95% interval)")
     for column in ["run", "steps", "eval", *metrics]:
-        out.add_column(column, no_wrap=column != "eval")
+        out.add_column(column, overflow="fold")   # a run name wraps, never cut short
     for run in runs:
         steps = max((r["step"] for r in run["rows"] if "loss" in r), default=0)
         rows = [(when, run["eval"][when]) for when in ("start", "end") if when in run["eval"]]
