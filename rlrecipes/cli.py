@@ -74,30 +74,34 @@ def guarded(fn):
 @guarded
 def list_cmd(directory: Path = typer.Option(Path("recipes"), "--dir", help="folder of recipe YAMLs"),
              as_json: bool = typer.Option(False, "--json", help="print a JSON array for scripts")):
-    """List the recipes in recipes/ with their paper and status.
+    """List the recipes in recipes/ and every seed paper, with its status.
+
+    Each recipe row names its seed paper's number (`seed`, in the listing order of
+    recipes/papers/seed_papers.yaml; empty for baselines such as grpo); a paper without a recipe
+    has a row of its own (no name) with its status, planned or out-of-scope, and the reason.
+    The last line counts the seed papers by status (a paper with recipes: its best recipe's).
 
     Example: rlrecipes list --json | jq '.[].name'
+    Counts:  rlrecipes list --json | jq '[.[] | select(.seed)] | unique_by(.seed) | group_by(.paper_status) | map({(.[0].paper_status): length}) | add'
     """
-    from .catalog import paper_rows, recipe_rows
+    from .catalog import catalogue
     if not directory.is_dir():
         raise UserError(str(directory), "recipe folder not found", "run from the repository root or pass --dir")
-    rows = recipe_rows(directory)
-    papers, counts = paper_rows(directory, rows)   # seed papers without a recipe (name null)
-    rows += papers
-    seed = ", ".join(f"{n} {k}" for k, n in counts.items())
+    rows, counts = catalogue(directory)
     if as_json:
         print(json.dumps(rows, indent=2))
         return
-    table = Table(title=f"recipes in {directory}/")
-    for col in ("name", "paper", "arxiv", "status", "presets"):
+    table = Table(title=f"recipes and seed papers in {directory}/")
+    for col in ("#", "name", "paper", "arxiv", "status", "presets"):
         table.add_column(col, overflow="fold")
     for r in rows:
         status = r["status"] + (" (python tool NOT sandboxed: unsafe_local)" if r["tool_sandbox"] == "unsafe_local" else "")
-        table.add_row(r["name"] or "—", r["paper"] or r["summary"], r["arxiv"] or "",
+        table.add_row(str(r["seed"] or ""), r["name"] or "—", r["paper"] or r["summary"], r["arxiv"] or "",
                       status if r["name"] else f"{status}: {r['summary']}", ", ".join(r["presets"]))
     console.print(table)
     if counts:
-        console.print(f"seed papers ({sum(counts.values())}): {seed}")
+        console.print(f"seed papers ({sum(counts.values())}): " + ", ".join(f"{n} {k}" for k, n in counts.items()),
+                      soft_wrap=True)   # one line, for scripts that grep it
 
 
 @app.command()
