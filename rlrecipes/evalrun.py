@@ -16,7 +16,7 @@ from . import checkpoint
 from .config import load_recipe
 from .errors import UserError
 from .evaluate import CORPUS_INPUTS, evaluate, mean_ci, summarize
-from .model import load_policy, load_tokenizer, load_weights, resolve_path
+from .model import load_policy, load_weights, resolve_path
 from .registry import construct, get
 from .rollout.multiturn import make_generator
 from .run import format_prompts
@@ -57,6 +57,19 @@ def checkpoint_dir(run_dir: Path | None, name: str) -> Path | None:
     return path
 
 
+def load_run_policy(recipe, run_dir: Path | None, weights: Path | None, device):
+    """(policy, tokenizer, model config, base path) as a run's checkpoint `weights` holds it:
+    the run's SFT model (else the recipe's model) with the adapter or full weights loaded;
+    `weights` None: the base alone. Shared by `eval` and `export`."""
+    base_path = str(run_dir / "sft-model") if run_dir and (run_dir / "sft-model").is_dir() else resolve_path(recipe.model)
+    model_cfg = recipe.model if weights is None or (weights / "adapter_config.json").exists() \
+        else recipe.model.model_copy(update={"adapter": "none"})
+    model, tokenizer = load_policy(model_cfg, device, base_path)
+    if weights is not None:
+        load_weights(model, weights)
+    return model, tokenizer, model_cfg, base_path
+
+
 def run_eval_command(target: Path, checkpoint_name: str, preset, overrides, samples, ks, split, limit,
                      compare: str | None) -> dict:
     recipe, run_dir = resolve_target(target, preset, overrides)
@@ -66,14 +79,8 @@ def run_eval_command(target: Path, checkpoint_name: str, preset, overrides, samp
     train_rows, test_rows = load_splits(recipe.data, task, recipe.train.seed)
     rows = test_rows if split == "test" else train_rows
     rows = rows[:limit] if limit else rows
-    base_path = str(run_dir / "sft-model") if run_dir and (run_dir / "sft-model").is_dir() else resolve_path(recipe.model)
-    tokenizer = load_tokenizer(recipe.model, base_path)
+    model, tokenizer, model_cfg, base_path = load_run_policy(recipe, run_dir, weights, device)
     prompts = format_prompts(tokenizer, [task.prompt(r) for r in rows], recipe.model.chat_template, rows)
-    model_cfg = recipe.model if weights is None or (weights / "adapter_config.json").exists() \
-        else recipe.model.model_copy(update={"adapter": "none"})
-    model, _ = load_policy(model_cfg, device, base_path)
-    if weights is not None:
-        load_weights(model, weights)
     samples = samples or recipe.eval.samples
     ks = ks or [k for k in recipe.eval.k if k <= samples] or [1]  # the recipe's k that fit --samples
     bad = [k for k in ks if not 1 <= k <= samples]

@@ -31,8 +31,7 @@ def run_policy(run_dir: Path, checkpoint_name: str):
     """(policy, tokenizer, model config, base path, weights folder) of a run's checkpoint, on
     CPU, loaded as `rlrecipes eval` loads it; one-line errors for a folder with nothing to load."""
     from . import checkpoint
-    from .evalrun import checkpoint_dir, resolve_target
-    from .model import load_policy, load_weights, resolve_path
+    from .evalrun import checkpoint_dir, load_run_policy, resolve_target
     if not run_dir.is_dir():
         raise UserError(str(run_dir), "not a run directory", "pass a folder that `rlrecipes train` wrote")
     recipe, _ = resolve_target(run_dir, None, [])
@@ -45,11 +44,7 @@ def run_policy(run_dir: Path, checkpoint_name: str):
     weights = checkpoint_dir(run_dir, checkpoint_name)
     if weights is None:
         raise UserError("--checkpoint", "base has nothing to merge", "export final, latest, best or a step")
-    base_path = str(run_dir / "sft-model") if (run_dir / "sft-model").is_dir() else resolve_path(recipe.model)
-    adapter = recipe.model.adapter if (weights / "adapter_config.json").exists() else "none"
-    cfg = recipe.model.model_copy(update={"adapter": adapter})
-    policy, tokenizer = load_policy(cfg, torch.device("cpu"), base_path)
-    load_weights(policy, weights)
+    policy, tokenizer, cfg, base_path = load_run_policy(recipe, run_dir, weights, torch.device("cpu"))
     return policy, tokenizer, cfg, base_path, weights
 
 
