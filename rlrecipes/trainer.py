@@ -160,6 +160,7 @@ def _refine(ctx, step: int, rows: list[dict], rollout, rewards_NK):
                   score=lambda p, r, rws: score(ctx.reward_fns, p, r.texts, rws, 1, step, r.completion_ids()),
                   format=ctx.format, pad_id=ctx.tokenizer.pad_token_id, rank=ctx.accelerator.process_index,
                   train_rows=ctx.train_rows, train_prompts=ctx.train_prompts, question_of=ctx.task.prompt,
+                  tokenizer=ctx.tokenizer, gold_of=ctx.task.gold,
                   reward_names=[f.name for f in ctx.reward_fns], **({"note": ctx.note} if hasattr(ctx, "note") else {}))
     for obj in ctx.comp.refiners:
         obj.refine(batch)

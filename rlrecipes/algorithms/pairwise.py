@@ -58,3 +58,28 @@ def p3o_loss(logp_NT, old_logp_NT, mask_NT, rewards_N, group_size, eps: float = 
         clip_frac = ((ratio_N < 1 - eps) | (ratio_N > 1 + eps)).float().mean()
         metrics = {"clip_frac": clip_frac, "ratio_mean": ratio_N.mean()}
     return _broadcast(-surrogate.view(-1), mask_NT), metrics
+
+
+@register("advantage", "dagrpo")
+def dagrpo(rewards_BG: torch.Tensor, delta: float = 0.1) -> torch.Tensor:
+    """DaGRPO sequence-level gradient rectification (Xie et al., arXiv 2512.06337, abstract:
+    "fine-grained scoring to dynamically mask sample pairs with low distinctiveness"), as
+    reconstructed in algorithms_b.md §11 [recon]: each completion is compared only with the
+    members of its group whose fine-grained score differs from its own by at least `delta`,
+
+        A_i = mean_{j in P_i} (f_i - f_j),   P_i = {j : |f_i - f_j| >= delta},   A_i = 0 if P_i = {}
+
+    so near-identical samples neither push nor pull each other (no conflicting gradients in a
+    homogeneous group), and no std division. f is the recipe's weighted total reward (the paper
+    scores with an LLM; a rule score such as accuracy + 0.1 format plays that role here).
+    `delta` = 0.1 is the spec's [unverified]; the comparison allows 1e-6 of float32 rounding, so
+    a difference of exactly `delta` (1.1 vs 1.0) counts. A NaN score takes no part (A = 0)."""
+    if delta < 0:
+        raise ValueError("delta must be >= 0")
+    f = rewards_BG.float()
+    diff_BGG = f.unsqueeze(2) - f.unsqueeze(1)                       # f_i - f_j
+    keep_BGG = (diff_BGG.abs() >= delta - 1e-6) & ~torch.isnan(diff_BGG)
+    keep_BGG &= ~torch.eye(f.shape[1], dtype=torch.bool)              # never the pair (i, i)
+    n_BG = keep_BGG.sum(-1)
+    total_BG = torch.where(keep_BGG, diff_BGG, torch.zeros_like(diff_BGG)).sum(-1)
+    return torch.where(n_BG > 0, total_BG / n_BG.clamp(min=1), torch.zeros_like(total_BG))

@@ -3,7 +3,8 @@
 A sampler is a class registered as `sampler`; the loop builds it with `num_rows` and `seed` plus
 the YAML parameters and calls `next(n)` for the row indices of a step. A sampler with a
 `refine(batch: Batch)` method also sees each step's scored batch (this rank's share) before the
-advantages and may replace rollouts and rewards in it (Scaf-GRPO's hints, rollout/scaffold.py).
+advantages and may replace rollouts and rewards in it (Scaf-GRPO's hints, rollout/scaffold.py),
+or put fixed completions into it (`Batch.inject`: DaGRPO's anchors, rollout/anchors.py).
 """
 from __future__ import annotations
 
@@ -36,6 +37,9 @@ class Batch:
     reward_names: list[str] = field(default_factory=list)    # reward/<name> of each column
     metrics: dict = field(default_factory=dict)
     note: Callable = lambda text: None                       # progress text for long work
+    tokenizer: object = None                                 # for injected completions (`inject`)
+    gold_of: Callable | None = None                          # row -> the task's gold completion
+    injected: list[int] = field(default_factory=list)        # rows whose completion was injected
 
     def draw(self, idx: list[int], repeat: int) -> tuple[list[dict], list[str]]:
         """(rows, formatted prompts) of training rows `idx`, each `repeat` times in a row."""
@@ -51,6 +55,20 @@ class Batch:
         self.rollout = replace_rows(self.rollout, dest, source, src, self.pad_id, keep_prompt)
         self.rewards_NK = self.rewards_NK.clone()
         self.rewards_NK[dest] = source_NK[src]
+
+    def inject(self, dest: list[int], texts: list[str]) -> None:
+        """Rows dest[i] keep their prompt and take texts[i] as their completion, tokenised as if
+        sampled and re-scored (rollout/inject.py has the contract and the behaviour log-prob rule)."""
+        if not dest:
+            return
+        if self.tokenizer is None:
+            raise RuntimeError("injecting completions needs the batch's tokenizer")
+        from .inject import fixed_rollout
+        source = fixed_rollout(self.rollout, dest, texts, self.tokenizer)
+        rows = [self.rows[d] for d in dest]
+        source_NK = self.score(self.format([self.question_of(r) for r in rows], rows), source, rows)
+        self.replace(dest, source, list(range(len(dest))), source_NK, [True] * len(dest))
+        self.injected += list(dest)
 
 
 @register("sampler", "uniform")
