@@ -11,6 +11,10 @@
 - plcc / srcc (regression tasks): Pearson and Spearman correlation between each problem's
   predicted score and its label over the problems whose samples gave a score; the interval is
   half the width of a seeded 1,000-resample bootstrap's 2.5-97.5 percentile range.
+- task metrics (`Task.metrics`, e.g. a critic's verdict accuracy): each problem's mean over its
+  samples, then mean ± interval over the problems where it applies; counts X_tp/X_fp/X_fn give
+  X_precision, X_recall and X_f1 over all samples (every problem has the same n samples, so
+  summed per-problem shares are proportional to the counts).
 """
 from __future__ import annotations
 
@@ -34,8 +38,12 @@ def pass_at_k(n: int, c: int, k: int) -> float:
 
 
 def mean_ci(values: list[float]) -> tuple[float, float]:
-    """(mean, half-width of the 95% normal interval)."""
+    """(mean, half-width of the 95% normal interval) over the values that are not NaN (NaN marks
+    a problem a task metric does not apply to); (NaN, NaN) when none is left."""
+    values = [v for v in values if v == v]
     P = len(values)
+    if P == 0:
+        return math.nan, math.nan
     mean = sum(values) / P
     if P < 2:
         return mean, float("nan")
@@ -68,19 +76,35 @@ def per_problem(correct_PN, answers_PN, golds_P, ks, judge) -> dict[str, list[fl
     return out
 
 
-def reported(ks, samples: int, regression: bool, tool_stats=()) -> list[str]:
+def reported(ks, samples: int, regression: bool, tool_stats=(), task_metrics=()) -> list[str]:
     """The names `summarize` reports for these settings (each also with `_ci` but the last group)."""
     names = ["mean@n"] + [f"{m}@{k}" for k in sorted({1, *ks}) if k <= samples for m in ("pass", "maj")]
     names += [f"tool_{s}" for s in tool_stats]
+    names += [m for m in task_metrics if not m.endswith(COUNTS)]
     names = names + [f"{n}_ci" for n in names]
     if regression:
         names += ["plcc", "srcc", "plcc_ci", "srcc_ci", "scored_frac"]
     if tool_stats:
         names.append("tool_productivity")
+    names += [f"{m[:-3]}_{s}" for m in task_metrics if m.endswith("_tp") for s in ("precision", "recall", "f1")]
     return names + ["problems"]
 
 
 CORPUS_INPUTS = ("pred", "label")  # per-problem values that feed corpus metrics, not means
+COUNTS = ("_tp", "_fp", "_fn")     # per-problem shares of samples that feed precision/recall/F1
+
+
+def classification(values: dict[str, list[float]]) -> dict[str, float]:
+    """X_precision, X_recall, X_f1 for every complete X_tp/X_fp/X_fn triple (NaN when undefined)."""
+    out = {}
+    for name in values:
+        prefix = name[:-3]
+        if name.endswith("_tp") and all(prefix + c in values for c in COUNTS):
+            tp, fp, fn = (sum(values[prefix + c]) for c in COUNTS)
+            out[f"{prefix}_precision"] = tp / (tp + fp) if tp + fp else math.nan
+            out[f"{prefix}_recall"] = tp / (tp + fn) if tp + fn else math.nan
+            out[f"{prefix}_f1"] = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else math.nan
+    return out
 
 
 def pearson(x: torch.Tensor, y: torch.Tensor) -> float:
@@ -123,10 +147,11 @@ def summarize(values: dict[str, list[float]]) -> dict:
     first = next(iter(values.values()))
     out = {"problems": len(first)}
     for name, vals in values.items():
-        if name not in CORPUS_INPUTS:
+        if name not in CORPUS_INPUTS and not name.endswith(COUNTS):
             out[name], out[f"{name}_ci"] = mean_ci(vals)
     if all(k in values for k in CORPUS_INPUTS):
         out.update(correlations(values["pred"], values["label"]))
+    out.update(classification(values))
     if "tool_calls" in values:  # tool productivity (OTC-PO): correct answers per tool call
         calls = sum(values["tool_calls"])
         out["tool_productivity"] = sum(values["mean@n"]) / calls if calls else math.nan
@@ -140,6 +165,7 @@ def evaluate(model, tokenizer, task, rows, prompts, samples: int, gen, device, k
     of every metric (`summarize` turns them into means and intervals; comparisons pair them).
     Per-sequence stats of the generator (tool calls...) become per-problem means too."""
     correct, answers, stats = [], [], {}
+    extra: dict[str, list[float]] = {name: [] for name in getattr(task, "metrics", ())}
     per_call = max(1, batch_size // samples)
     for start in range(0, len(rows), per_call):
         chunk_rows, chunk_prompts = rows[start:start + per_call], prompts[start:start + per_call]
@@ -148,10 +174,15 @@ def evaluate(model, tokenizer, task, rows, prompts, samples: int, gen, device, k
             texts = rollout.texts[i * samples:(i + 1) * samples]
             correct.append([task.score(t, row) for t in texts])
             answers.append([task.extract(t) for t in texts])
+            if extra:
+                per_sample = [task.sample_metrics(t, row) for t in texts]
+                for name, column in extra.items():
+                    column.append(mean_ci([float(m.get(name, math.nan)) for m in per_sample])[0])
         for name, v in rollout.stats.items():
             stats.setdefault(name, []).extend(v.float().view(-1, samples).mean(1).tolist())
     values = per_problem(correct, answers, rows, list(ks), task.check)
     values.update({f"tool_{name}": v for name, v in stats.items()})
+    values.update(extra)
     if task.regression:
         values["pred"] = [task.predicted(ans) for ans in answers]
         values["label"] = [task.label(row) for row in rows]

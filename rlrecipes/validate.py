@@ -133,7 +133,8 @@ def _check_eval_metrics(recipe) -> None:
     from .rollout.multiturn import TOOL_STATS
     ck, ev = recipe.checkpoint, recipe.eval
     tools = TOOL_STATS if recipe.generation.tools else ()
-    names = reported(ev.k, ev.samples, get("task", recipe.data.task).regression, tools)
+    task = get("task", recipe.data.task)
+    names = reported(ev.k, ev.samples, task.regression, tools, task.metrics)
     if ck.best_metric is not None:
         if not (ev.every and ev.every < recipe.train.steps) and not ev.at_end:
             raise UserError("checkpoint.best_metric", "no eval runs during or at the end of training",

@@ -48,6 +48,14 @@ class Task:
     regression = False
     # An image task's rows carry an `image` column: it needs `model.vision` (checked by validate).
     images = False
+    # Extra eval metrics: the names `sample_metrics` returns. Eval reports each as the mean over
+    # problems of the problem's mean over its samples (NaN = not applicable, left out); three
+    # named X_tp, X_fp, X_fn are counts and give X_precision, X_recall, X_f1 over all samples.
+    metrics: tuple[str, ...] = ()
+
+    def sample_metrics(self, completion: str, row: dict) -> dict[str, float]:
+        """Values of `metrics` for one sample (a task with no extra metrics returns {})."""
+        return {}
 
     def synthetic(self, split: str, n: int, seed: int) -> list[dict]:
         raise NotImplementedError(f"task {self.name!r} has no synthetic data; set data.source")
