@@ -61,7 +61,7 @@ def p3o_loss(logp_NT, old_logp_NT, mask_NT, rewards_N, group_size, eps: float = 
 
 
 @register("advantage", "dagrpo")
-def dagrpo(rewards_BG: torch.Tensor, delta: float = 0.1) -> torch.Tensor:
+class DaGRPO:
     """DaGRPO sequence-level gradient rectification (Xie et al., arXiv 2512.06337, abstract:
     "fine-grained scoring to dynamically mask sample pairs with low distinctiveness"), as
     reconstructed in algorithms_b.md §11 [recon]: each completion is compared only with the
@@ -73,9 +73,20 @@ def dagrpo(rewards_BG: torch.Tensor, delta: float = 0.1) -> torch.Tensor:
     homogeneous group), and no std division. f is the recipe's weighted total reward (the paper
     scores with an LLM; a rule score such as accuracy + 0.1 format plays that role here).
     `delta` = 0.1 is the spec's [unverified]; the comparison allows 1e-6 of float32 rounding, so
-    a difference of exactly `delta` (1.1 vs 1.0) counts. A NaN score takes no part (A = 0)."""
-    if delta < 0:
-        raise ValueError("delta must be >= 0")
+    a difference of exactly `delta` (1.1 vs 1.0) counts. A NaN score takes no part (A = 0).
+    A class only so that a negative `delta` is refused when the recipe is validated."""
+
+    def __init__(self, delta: float = 0.1):
+        if delta < 0:
+            raise ValueError("delta must be >= 0")
+        self.delta = delta
+
+    def __call__(self, rewards_BG: torch.Tensor) -> torch.Tensor:
+        return dagrpo(rewards_BG, self.delta)
+
+
+def dagrpo(rewards_BG: torch.Tensor, delta: float = 0.1) -> torch.Tensor:
+    """The DaGRPO advantage of `DaGRPO` above, as a function."""
     f = rewards_BG.float()
     diff_BGG = f.unsqueeze(2) - f.unsqueeze(1)                       # f_i - f_j
     keep_BGG = (diff_BGG.abs() >= delta - 1e-6) & ~torch.isnan(diff_BGG)

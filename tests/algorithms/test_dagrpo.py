@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from rlrecipes.algorithms.losses import ppo_clip
-from rlrecipes.algorithms.pairwise import dagrpo, p3o
+from rlrecipes.algorithms.pairwise import DaGRPO, dagrpo, p3o
 from rlrecipes.logprobs import token_logprobs
 from rlrecipes.registry import get
 from rlrecipes.rollout.anchors import OffPolicyAnchors, lowest
@@ -23,7 +23,8 @@ def test_spec_example():
     # is masked: A_0 = (1 - 0) = 1.0, A_1 = (0.95 - 0) = 0.95, A_2 = ((0 - 1) + (0 - 0.95)) / 2 = -0.975
     adv = dagrpo(torch.tensor([[1.0, 0.95, 0.0]]), delta=0.1)
     assert adv[0].tolist() == pytest.approx([1.0, 0.95, -0.975], abs=1e-6)
-    assert get("advantage", "dagrpo") is dagrpo
+    assert get("advantage", "dagrpo") is DaGRPO
+    assert DaGRPO(delta=0.1)(torch.tensor([[1.0, 0.95, 0.0]]))[0].tolist() == pytest.approx([1.0, 0.95, -0.975])
 
 
 def test_exact_delta_counts_and_homogeneous_groups_are_masked():
@@ -44,8 +45,8 @@ def test_delta_zero_is_twice_p3o_and_shift_invariant():
     r = torch.tensor([[0.3, 1.0, 0.0, 0.7], [2.0, 2.0, 5.0, 1.0]])
     assert torch.allclose(dagrpo(r, delta=0.0), 2 * p3o(r), atol=1e-6)
     assert torch.allclose(dagrpo(r + 5.0), dagrpo(r), atol=1e-5)
-    with pytest.raises(ValueError):
-        dagrpo(r, delta=-0.1)
+    with pytest.raises(ValueError, match="delta"):
+        DaGRPO(delta=-0.1)
 
 
 # ---- the injected-completion path and the anchors on it ----
