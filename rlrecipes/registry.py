@@ -21,7 +21,8 @@ from typing import Any, Callable
 
 from .errors import UserError, did_you_mean
 
-KINDS = ("reward", "advantage", "loss", "aggregation", "regularizer", "sampler", "task", "transform", "tool")
+KINDS = ("reward", "advantage", "loss", "aggregation", "regularizer", "sampler", "task", "transform", "tool",
+         "rm_data")
 _REGISTRY: dict[str, dict[str, Any]] = {kind: {} for kind in KINDS}
 
 

@@ -26,6 +26,7 @@ from .rollout.multiturn import make_generator
 from .rollout.tools import require_sandbox, tool_sandbox
 from .registry import construct, get
 from .rewards.combine import RewardFn, check_columns
+from .rm import run_rm
 from .sft import run_sft
 from .tasks import load_splits
 from .vision import attach, chat_content, processor_of, require_vision, row_images
@@ -135,7 +136,7 @@ def train(recipe, output_dir: str | None = None, say=print, resume: str | None =
     say = say if main else (lambda *a, **k: None)
     task = construct(get("task", recipe.data.task), "data.params", **recipe.data.params)
     train_rows, test_rows = load_splits(recipe.data, task, recipe.train.seed)
-    reward_fns = [RewardFn(spec, i) for i, spec in enumerate(recipe.rewards)]
+    reward_fns = [RewardFn(spec, i, run_dir) for i, spec in enumerate(recipe.rewards)]
     check_columns(reward_fns, train_rows[0])
     check_modality(recipe, train_rows)
     base_path = resolve_path(recipe.model)
@@ -150,7 +151,14 @@ def train(recipe, output_dir: str | None = None, say=print, resume: str | None =
     say(f"run directory: {run_dir}" + (f" (resuming from {resume_from.name})" if resume_from else ""))
     if tool_sandbox(recipe) == "unsafe_local":
         say("warning: the python tool runs model-written code WITHOUT isolation (sandbox: unsafe_local)")
-    for stage in recipe.stages:
+    rm_scores = {}
+    for i, stage in enumerate(recipe.stages):
+        if stage.kind == "rm":
+            if main and not resume_from:
+                with StepProgress("rm", stage.steps or 0, ("rm_loss",), enabled=main) as bar:
+                    rm_scores[f"stages[{i}]"] = run_rm(recipe, stage, i, run_dir, task, train_rows, test_rows,
+                                                       acc.device, log=bar.update, say=say)
+            acc.wait_for_everyone()
         if stage.kind == "sft":
             base_path = str(run_dir / "sft-model")
             if main and not resume_from:
@@ -158,7 +166,8 @@ def train(recipe, output_dir: str | None = None, say=print, resume: str | None =
                     run_sft(recipe, stage, resolve_path(recipe.model), tokenizer, task, train_rows,
                             ctx.train_prompts, base_path, acc.device, log=bar.update, format_fn=ctx.format)
             acc.wait_for_everyone()
-    summary = {"run_dir": str(run_dir), "eval": {}, "status": "failed"}
+    summary = {"run_dir": str(run_dir), "eval": {}, "status": "failed",
+               **({"reward_model": rm_scores} if rm_scores else {})}
     ctx.trackers = tracking.Trackers(recipe, run_dir, enabled=main)   # opened here: closed in `finally`
     try:
         if any(s.kind == "rl" for s in recipe.stages):

@@ -93,13 +93,26 @@ class DataConfig(Strict):
     test_size: Int = Field(200, gt=0)
 
 
+class RewardModelStage(Strict):
+    """What an `rm` stage trains (rlrecipes/rm.py): a sequence classifier with one output per
+    label, on examples a registered `rm_data` builder makes from the task's rows."""
+    data: Component                 # rm_data builder: fn(rows, rng, task, **params) -> examples
+    loss: Literal["bradley_terry", "regression"] = "bradley_terry"
+    labels: list[Tag] = Field(["score"], min_length=1)   # one head each; bradley_terry: one
+    init: str = "base"              # base (the recipe's model) | sft | rm (continue) | hub id | path
+    template: str = "{prompt}{completion}"   # the RM's input; the reward reads it from the saved model
+    tiny: TinyConfig | None = None  # init base on `tiny`: the RM's own shape and seed
+    eval_size: Int = Field(256, gt=0)   # held-out examples (from test rows) scored at the end
+
+
 class Stage(Strict):
-    kind: Literal["sft", "rl"]
+    kind: Literal["sft", "rm", "rl"]
     steps: Int | None = Field(None, ge=0)
     lr: Float | None = Field(None, gt=0)
     batch_size: Int = Field(32, gt=0)
     adapter: Literal["none", "lora"] = "none"
     transform: Component | None = None  # sft only: rewrites (question, gold) per example
+    rm: RewardModelStage | None = None  # rm only: what the reward model learns
 
 
 class Reward(Component):

@@ -20,7 +20,7 @@ def check_components(recipe) -> None:
     check_params("task", recipe.data.task, recipe.data.params, "data.params")
     _check_synthetic(recipe, construct(task_cls, "data.params", **recipe.data.params))  # its range checks
     for i, reward in enumerate(recipe.rewards):
-        check_params("reward", reward.fn, reward.params, f"rewards[{i}]", provided=LOOP_ARGS,
+        check_params("reward", reward.fn, reward.params, f"rewards[{i}]", provided=(*LOOP_ARGS, "run_dir"),
                      require=False)
     check_params("advantage", alg.advantage.fn, alg.advantage.params, "algorithm.advantage",
                  provided=ADVANTAGE_INPUTS)
@@ -54,7 +54,46 @@ def check_components(recipe) -> None:
                 raise UserError(f"stages[{i}].transform", "only sft stages take a transform")
             check_params("transform", stage.transform.fn, stage.transform.params,
                          f"stages[{i}].transform", provided=TRANSFORM_INPUTS)
+        _check_rm_stage(recipe, i, stage)
+    _check_rm_rewards(recipe)
     _check_rules(recipe)
+
+
+def _check_rm_stage(recipe, i: int, stage) -> None:
+    """An rm stage says what it trains; a reward on `model: rm` needs one."""
+    where = f"stages[{i}]"
+    if stage.kind != "rm":
+        if stage.rm is not None:
+            raise UserError(f"{where}.rm", f"only rm stages take an rm section (this one is {stage.kind})")
+        return
+    cfg = stage.rm
+    if cfg is None:
+        raise UserError(f"{where}.rm", "an rm stage needs an rm section",
+                        "e.g. rm: {data: {fn: polar_finetune}, loss: bradley_terry}")
+    if stage.steps is None:
+        raise UserError(f"{where}.steps", "an rm stage needs steps (0 keeps the untrained model: a control)")
+    if stage.adapter != "none":
+        raise UserError(f"{where}.adapter", "reward models are trained in full here", "set adapter: none")
+    check_params("rm_data", cfg.data.fn, cfg.data.params, f"{where}.rm.data", provided=("rows", "rng", "task"))
+    if cfg.loss == "bradley_terry" and len(cfg.labels) != 1:
+        raise UserError(f"{where}.rm.labels", f"bradley_terry trains one score; got {len(cfg.labels)} labels",
+                        "use loss: regression for several heads")
+    if len(set(cfg.labels)) != len(cfg.labels):
+        raise UserError(f"{where}.rm.labels", f"{cfg.labels} repeats a label")
+    if cfg.init == "rm" and not any(s.kind == "rm" for s in recipe.stages[:i]):
+        raise UserError(f"{where}.rm.init", "init: rm continues an earlier rm stage; there is none before this one")
+    if cfg.init == "sft" and not any(s.kind == "sft" for s in recipe.stages[:i]):
+        raise UserError(f"{where}.rm.init", "init: sft needs an sft stage before this one")
+
+
+def _check_rm_rewards(recipe) -> None:
+    from .rewards.reward_model import RUN_RM
+    if any(s.kind == "rm" for s in recipe.stages):
+        return
+    for i, reward in enumerate(recipe.rewards):
+        if reward.fn == "reward_model" and reward.params.get("model") == RUN_RM:
+            raise UserError(f"rewards[{i}].model", "model: rm reads the reward model this run's rm stage "
+                            "trains, and the recipe has no rm stage", "add one, or give a hub id or path")
 
 
 def _check_synthetic(recipe, task) -> None:

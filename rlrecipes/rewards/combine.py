@@ -19,9 +19,12 @@ LOOP_ARGS = ("prompts", "completions", "completion_ids", "group_size", "step")
 class RewardFn:
     """One configured reward: the function, its YAML params bound, its weight and display name."""
 
-    def __init__(self, spec, index: int):
+    def __init__(self, spec, index: int, run_dir=None):
         self.field = f"rewards[{index}]"
-        self.fn = functools.partial(get("reward", spec.fn, f"{self.field}.fn"), **spec.params)
+        fn = get("reward", spec.fn, f"{self.field}.fn")
+        # a reward that names `run_dir` (reward_model's `model: rm`) is given the run directory
+        bound = {"run_dir": run_dir} if "run_dir" in inspect.signature(fn).parameters else {}
+        self.fn = functools.partial(fn, **spec.params, **bound)
         self.name = spec.label
         self.weight = spec.weight
         self.timeout_s = spec.timeout_s
@@ -31,7 +34,7 @@ class RewardFn:
         sig = inspect.signature(self.fn)
         return {p.name for p in sig.parameters.values()
                 if p.default is p.empty and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
-                and p.name not in LOOP_ARGS}
+                and p.name not in LOOP_ARGS and p.name != "run_dir"}
 
     def __call__(self, prompts, completions, columns: dict, group_size: int, step: int,
                  completion_ids: list[list[int]] | None = None) -> list:
@@ -39,6 +42,9 @@ class RewardFn:
                       **({} if completion_ids is None else {"completion_ids": completion_ids}), **columns)
         try:
             out = self._call(kwargs)
+        except UserError as exc:   # the reward's own one-line error; `rewards.x` names this entry
+            where = exc.where.replace("rewards", self.field, 1) if exc.where.startswith("rewards.") else self.where
+            raise UserError(where, exc.what, exc.hint) from None
         except RewardTimeout:
             raise UserError(self.where, f"reward function did not return within {self.timeout_s:g} s",
                             f"fix it or raise {self.field}.timeout_s") from None
