@@ -13,6 +13,8 @@ from rlrecipes.errors import UserError
 from rlrecipes.rewards import reward_model as rmod
 from rlrecipes.rewards.combine import RewardFn, combine
 from rlrecipes.rm import bradley_terry, masked_mse, run_rm
+from rlrecipes.tasks.base import extract_answer
+from rlrecipes.tasks.polar_arith import ArithReference, answer_of, polar_finetune, polar_pretrain, write
 from rlrecipes.tasks.safe_arith import ASPECTS, SafeArith, aspects, safe_arith_aspects
 from rlrecipes.tiny import build_tokenizer
 
@@ -65,7 +67,7 @@ def test_each_head_is_its_logit_column_and_one_forward_serves_all_heads(tiny_rm,
 
 def test_reference_column_fills_the_template(tiny_rm):
     model, tok, path = tiny_rm
-    got = rmod.reward_model(["1+2="], ["<answer>3</answer>"], model=str(path), reference="answer",
+    got = rmod.reward_model(["1+2="], ["<answer>3</answer>"], model=str(path), reference_column="answer",
                             template="{prompt}{reference}|{completion}", answer=["3"])
     assert torch.allclose(torch.tensor(got), direct(model, tok, ["1+2=3|<answer>3</answer>"])[:, 0], atol=1e-5)
 
@@ -75,8 +77,8 @@ def test_reward_model_mistakes_name_the_reward_entry(tiny_rm, tmp_path):
     fn = RewardFn(Reward(fn="reward_model", model=str(path), head="honesty"), 2)
     with pytest.raises(UserError, match=r"rewards\[2\]\.head: the reward model has no head 'honesty'"):
         fn(["p"], ["c"], {}, group_size=1, step=1)
-    fn = RewardFn(Reward(fn="reward_model", model=str(path), reference="gold"), 1)
-    with pytest.raises(UserError, match=r"rewards\[1\]\.reference: no dataset column 'gold'"):
+    fn = RewardFn(Reward(fn="reward_model", model=str(path), reference_column="gold"), 1)
+    with pytest.raises(UserError, match=r"rewards\[1\]\.reference_column: no dataset column 'gold'"):
         fn(["p"], ["c"], {}, group_size=1, step=1)
     fn = RewardFn(Reward(fn="reward_model", model="rm"), 0, run_dir=tmp_path / "run")
     with pytest.raises(UserError, match=r"rewards\[0\]\.model: model: rm but .* holds no trained reward model"):
@@ -125,10 +127,12 @@ def test_weighted_heads_tie_where_gdpo_does_not():
     assert abs(A[1] - A[3]) > 0.2
 
 
-def _rm_recipe(steps, **rm):
-    recipe = load_recipe("recipes/safe_mogrpo.yaml", preset="tiny")
-    stage = recipe.stages[0]
-    cfg = stage.rm.model_copy(update={"tiny": stage.rm.tiny.model_copy(update={"hidden_size": 32}), **rm})
+def _rm_recipe(steps, path="recipes/safe_mogrpo.yaml", index=0):
+    """The preset's `index`-th rm stage, started from a small tiny model instead of its init."""
+    from rlrecipes.schema import TinyConfig
+    recipe = load_recipe(path, preset="tiny")
+    stage = [s for s in recipe.stages if s.kind == "rm"][index]
+    cfg = stage.rm.model_copy(update={"init": "base", "tiny": TinyConfig(hidden_size=32, seed=1)})
     return recipe, stage.model_copy(update={"steps": steps, "batch_size": 32, "rm": cfg})
 
 
@@ -180,3 +184,59 @@ def test_rm_stage_mistakes_are_one_line_errors(tmp_path, edit, message):
     path.write_text(yaml.safe_dump(data))
     with pytest.raises(UserError, match=message):
         load_recipe(str(path))
+
+
+def test_polar_toy_policies_by_hand():
+    assert answer_of(47, 38, "right") == 85 and answer_of(47, 38, "no_carry") == 75   # 7+8 -> 5, 4+3 -> 7
+    assert answer_of(47, 38, "tens_off") == 95 and answer_of(47, 38, "swapped") == 58
+    rng = random.Random(0)
+    assert write(47, 38, "terse", "right", rng, slip=0.0) == "<answer>85</answer>"
+    assert write(47, 38, "polite", "no_carry", rng, slip=0.0) == "ok.<think>7+8=15;4+3+1=8</think><answer>75</answer>"
+    task = ArithReference()
+    rows = task.synthetic("train", 200, 0)
+    assert all(r["reference"] == task.gold(r) for r in rows)
+    # fine-tuning pairs: chosen always right, rejected never (even where a habit happens to be right)
+    for ex, row in zip(polar_finetune(rows, rng, task), rows):
+        assert extract_answer(ex["chosen"]) == row["answer"] != extract_answer(ex["rejected"])
+        assert ex["reference"] == row["reference"]
+    # pre-training pairs: reference and chosen from one policy, so they share its style
+    pairs = polar_pretrain(rows, rng, task, pool=["terse/right", "polite/right"])
+    assert all(ex["reference"].startswith("ok.") == ex["chosen"].startswith("ok.") != ex["rejected"].startswith("ok.")
+               for ex in pairs)
+
+
+def test_polar_rm_stages_pretrain_then_finetune_continue_one_model(tmp_path):
+    """Two Bradley-Terry stages: pre-training writes rm-model and learns to tell policies apart;
+    fine-tuning (init: rm) starts from exactly those weights; the reward then reads the saved
+    template with the row's reference."""
+    from safetensors.torch import load_file
+    task = ArithReference()
+    train, test = task.synthetic("train", 300, 0), task.synthetic("test", 64, 0)
+    device, quiet = torch.device("cpu"), (lambda s: None)
+    recipe, pre = _rm_recipe(40, "recipes/polar.yaml", 0)
+    first = run_rm(recipe, pre, 1, tmp_path, task, train, test, device, say=quiet)
+    assert first["rm_acc"] > 0.6   # same policy over a different one, on held-out prompts (measured 0.67)
+    pretrained = load_file(tmp_path / "rm-model" / "model.safetensors")
+    recipe, fine = _rm_recipe(0, "recipes/polar.yaml", 1)
+    run_rm(recipe, fine.model_copy(update={"rm": fine.rm.model_copy(update={"init": "rm"})}), 2, tmp_path,
+           task, train, test, device, say=quiet)
+    continued = load_file(tmp_path / "rm-model" / "model.safetensors")
+    assert all(torch.equal(pretrained[k], continued[k]) for k in pretrained)   # score head included
+    meta = json.loads((tmp_path / "rm-model" / rmod.META).read_text())
+    assert meta["data"] == "polar_finetune" and meta["template"] == "{prompt}\n{reference}<|reward|>{prompt}\n{completion}"
+    rmod._MODELS.clear()
+    rmod._LAST.clear()
+    fn = RewardFn(Reward(fn="reward_model", model="rm", reference_column="reference"), 0, run_dir=tmp_path)
+    row, out = test[0], "<answer>1</answer>"
+    got = fn([row["prompt"]], [out], {"reference": [row["reference"]]}, group_size=1, step=1)
+    model, tok, _ = rmod._MODELS[next(iter(rmod._MODELS))]
+    text = f"{row['prompt']}\n{row['reference']}<|reward|>{row['prompt']}\n{out}"
+    assert got[0] == pytest.approx(direct(model, tok, [text])[0, 0].item(), abs=1e-5)
+
+
+def test_a_reward_parameter_may_not_share_a_dataset_column_name():
+    from rlrecipes.rewards.combine import check_columns
+    fn = RewardFn(Reward(fn="reward_model", model="m", head=1), 3)
+    with pytest.raises(UserError, match=r"rewards\[3\]\.head: a parameter of reward 'reward_model' has the name"):
+        check_columns([fn], {"prompt": "p", "answer": "1", "head": 0})
+    check_columns([fn], {"prompt": "p", "answer": "1"})

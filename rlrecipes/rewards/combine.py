@@ -137,6 +137,10 @@ class Deadline:
 
 def check_columns(reward_fns: list[RewardFn], row: dict) -> None:
     for fn in reward_fns:
+        shadowed = sorted(set(fn.fn.keywords) & (set(row) - {"prompt"}))
+        if shadowed:   # the column would silently replace the YAML value on every call
+            raise UserError(f"{fn.field}.{shadowed[0]}", f"a parameter of reward {fn.name!r} has the name of a "
+                            f"dataset column, which would replace its value", "rename the column with data.fields")
         missing = fn.required_columns() - set(row)
         if missing:
             raise UserError(f"{fn.field} ({fn.name})", f"needs dataset column(s) {sorted(missing)}",

@@ -1,8 +1,8 @@
 """Learned reward models: a Hugging Face sequence classifier scores each (prompt, completion).
 
     rewards:
-      - {fn: reward_model, model: internlm/POLAR-7B, trust_remote_code: true, reference: answer,
-         template: "{prompt}{reference}<|reward|>{prompt}{completion}"}
+      - {fn: reward_model, model: internlm/POLAR-7B, trust_remote_code: true, reference_column: reference,
+         template: "{prompt}\n{reference}<|reward|>{prompt}\n{completion}"}
       - {fn: reward_model, model: rm, head: safety, weight: 0.25}   # the model this run's rm stage trained
 
 `model` is a hub id, a local directory, or `rm`: `<run>/rm-model`, written by the recipe's `rm`
@@ -116,12 +116,12 @@ def head_index(head: int | str, labels: list[str], k: int) -> int:
 
 @register("reward", "reward_model")
 def reward_model(prompts, completions, model: str, head: int | str = 0, template: str | None = None,
-                 reference: str | None = None, squash: Literal["none", "sigmoid"] = "none",
+                 reference_column: str | None = None, squash: Literal["none", "sigmoid"] = "none",
                  batch_size: int = 32, max_length: int = 1024, trust_remote_code: bool = False,
                  run_dir=None, **columns) -> list[float]:
     """Head `head` (an index or a name from the RM's labels) of a sequence classifier's output on
-    `template` filled with the prompt, the completion and, with `reference`, that dataset column
-    as `{reference}` (POLAR's reference trajectory, arXiv 2507.05197 §2). `template` defaults to
+    `template` filled with the prompt, the completion and, with `reference_column`, that dataset
+    column as `{reference}` (POLAR's reference trajectory, arXiv 2507.05197 §2). `template` defaults to
     the one the rm stage trained with, else "{prompt}{completion}". `squash: sigmoid` maps a logit
     to (0, 1)."""
     path = resolve(model, run_dir)
@@ -130,9 +130,9 @@ def reward_model(prompts, completions, model: str, head: int | str = 0, template
     template = template or meta.get("template", "{prompt}{completion}")
     labels = meta.get("labels") or [net.config.id2label.get(i, str(i)) for i in range(net.config.num_labels)]
     k = head_index(head, labels, net.config.num_labels)
-    refs = columns.get(reference) if reference else None
-    if reference and refs is None:
-        raise UserError("rewards.reference", f"no dataset column {reference!r} to use as the reference")
+    refs = columns.get(reference_column) if reference_column else None
+    if reference_column and refs is None:
+        raise UserError("rewards.reference_column", f"no dataset column {reference_column!r} to use as the reference")
     texts = [fill(template, "rewards.template", prompt=p, completion=c,
                   **({"reference": refs[i]} if refs is not None else {}))
              for i, (p, c) in enumerate(zip(prompts, completions))]
