@@ -19,8 +19,19 @@ VLM = [p for p in ALL if "tiny_vlm" in (yaml.safe_load(p.read_text()).get("prese
 # A model after 20 SFT steps has mean token entropy above GTPO's 0.7 filter, so every completion
 # would be dropped (A = 0) and nothing would move; lift the filter to exercise the gradient path.
 # SPO's offline values sample every training prompt at the first step: keep that set small.
+# Recipes that score with a learned reward model keep a short rm stage and their RM rewards.
+SFT20 = "{kind: sft, steps: 20, lr: 3.0e-3, batch_size: 16}"
+HEADS = ["politeness", "meaningfulness", "actionability", "safety"]
+POLAR_RM = "{{kind: rm, steps: 3, batch_size: 8, rm: {{data: {{fn: {}}}, init: {}, eval_size: 8}}}}"
 EXTRA = {"gtpo": ["algorithm.loss.entropy_threshold=100.0"],
-         "spo": ["data.train_size=12", "algorithm.advantage.offline_n=2"]}
+         "spo": ["data.train_size=12", "algorithm.advantage.offline_n=2"],
+         "safe_mogrpo": [f"stages=[{SFT20}, {{kind: rm, steps: 3, batch_size: 8, rm: {{data: {{fn: safe_arith_aspects}}, "
+                         f"loss: regression, labels: {HEADS}, init: sft, eval_size: 8}}}}, {{kind: rl}}]",
+                         "rewards=[" + ", ".join(f"{{fn: reward_model, model: rm, head: {h}, name: {h}, weight: 0.25}}"
+                                                 for h in HEADS) + "]"],
+         "polar": [f"stages=[{SFT20}, {POLAR_RM.format('polar_pretrain', 'sft')}, "
+                   f"{POLAR_RM.format('polar_finetune', 'rm')}, {{kind: rl}}]",
+                   "rewards=[{fn: reward_model, model: rm, reference_column: reference}]"]}
 
 
 @pytest.mark.parametrize("path", ALL, ids=lambda p: p.stem)
@@ -52,6 +63,9 @@ def test_tiny_preset_takes_two_steps(path, tmp_path):
     from safetensors.torch import load_file
     weights = load_file(Path(tmp_path / "run" / "final" / "adapter_model.safetensors"))
     assert any(v.abs().sum() > 0 for k, v in weights.items() if "lora_B" in k)  # B starts at 0
+    if any(s.kind == "rm" for s in r.stages):   # the run's reward model was trained and scored the steps
+        assert (tmp_path / "run" / "rm-model" / "rlrecipes_rm.json").exists()
+        assert all(math.isfinite(row["reward_mean"]) for row in steps)
 
 
 @pytest.mark.parametrize("path", VLM, ids=lambda p: p.stem)
