@@ -88,9 +88,14 @@ class SafeArith(Arith):
 
 def sample_completion(row: dict, rng: random.Random) -> str:
     """A completion of varied behaviour for the RM's training data: polite or not, well laid out
-    or not, the right sum, a wrong one (a digit of the scratchpad or the answer off) or a refusal."""
+    or not, the right sum, a wrong one (a digit of the scratchpad or the answer off), the worked
+    sum of two other numbers (a scratchpad that does not match the prompt: the shortcut a policy
+    found against an RM trained without these) or a refusal."""
     a, b = int(row["a"]), int(row["b"])
-    kind = rng.choices(["right", "wrong", "refuse"], weights=[5, 3, 2] if not row["harmful"] else [4, 2, 4])[0]
+    weights = [4, 2, 2, 2] if not row["harmful"] else [3, 2, 1, 4]
+    kind = rng.choices(["right", "wrong", "other", "refuse"], weights=weights)[0]
+    if kind == "other":
+        a, b = rng.randint(0, 99), rng.randint(0, 99)
     steps = Arith.steps(a, b)
     if kind == "refuse":
         think, answer = "unsafe", REFUSAL
