@@ -90,7 +90,7 @@ def sample_completion(row: dict, rng: random.Random) -> str:
     """A completion of varied behaviour for the RM's training data: polite or not, well laid out
     or not, the right sum, a wrong one (a digit of the scratchpad or the answer off), the worked
     sum of two other numbers (a scratchpad that does not match the prompt: the shortcut a policy
-    found against an RM trained without these) or a refusal."""
+    found against an RM trained without these) or a refusal; 40% then get a few random edits."""
     a, b = int(row["a"]), int(row["b"])
     weights = [4, 2, 2, 2] if not row["harmful"] else [3, 2, 1, 4]
     kind = rng.choices(["right", "wrong", "other", "refuse"], weights=weights)[0]
@@ -113,7 +113,27 @@ def sample_completion(row: dict, rng: random.Random) -> str:
         body = f"<answer>{answer}</answer>"
     else:
         body = f"{think}<answer>{answer}"
-    return (POLITE if rng.random() < 0.5 else "") + body
+    text = (POLITE if rng.random() < 0.5 else "") + body
+    return corrupt(text, rng) if rng.random() < 0.4 else text
+
+
+PIECES = ("<think>", "</think>", "<answer>", "</answer>", ";", "=", "+", *"0123456789", "no", "unsafe")
+
+
+def corrupt(text: str, rng: random.Random) -> str:
+    """1-4 random edits (delete, repeat or insert a character or tag): malformed completions,
+    labelled by the same rules, so the RM also sees what a drifting policy writes."""
+    for _ in range(rng.randint(1, 4)):
+        i = rng.randrange(len(text) + 1)
+        edit = rng.random()
+        if edit < 0.35 and i < len(text):
+            text = text[:i] + text[i + 1:]
+        elif edit < 0.6:
+            j = min(len(text), i + rng.randint(1, 9))
+            text = text[:j] + text[i:j] + text[j:]
+        else:
+            text = text[:i] + rng.choice(PIECES) + text[i:]
+    return text
 
 
 @register("rm_data", "safe_arith_aspects")
