@@ -35,8 +35,6 @@ from .errors import UserError
 from .registry import get
 from .rewards.reward_model import META, encode, fill
 
-TEMPLATE_KEYS = ("prompt", "completion")
-
 
 def init_path(recipe, cfg, run_dir: Path) -> str:
     """The directory or hub id the RM starts from."""
