@@ -5,5 +5,5 @@ plus `group_size`. A user's TRL reward function works unchanged (`fn: my_pkg.rew
 Importing this package registers the built-in rewards.
 """
 from . import boxed, format, length, math, otc, rapo, reward_model  # noqa: F401
-from . import clinical  # noqa: F401,E402  (Clinical-R1 / CRPO)
+from . import clinical, critic  # noqa: F401,E402  (Clinical-R1, GUI-Critic-R1)
 from . import tool_call  # noqa: F401,E402  (CRAFT-GUI hybrid rule reward)

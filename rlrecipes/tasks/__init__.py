@@ -4,7 +4,7 @@ A task separates *evaluate* (`score`: the correctness check used by eval) from *
 (the recipe's reward functions), as nanochat does. Importing this package registers them.
 """
 from . import arith, images, polar_arith, rating, safe_arith, tool_arith, wireless  # noqa: F401
-from . import mcq_arith  # noqa: F401,E402
+from . import critic_arith, mcq_arith  # noqa: F401,E402
 from . import tool_call  # noqa: F401,E402  (CRAFT-GUI text tool calls)
 from .base import Task  # noqa: F401
 from .loaders import load_splits  # noqa: F401
