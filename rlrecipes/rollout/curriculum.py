@@ -9,7 +9,8 @@ trajectories"; the rule below is the reconstruction of algorithms_b.md §17 [rec
   `success` (1.0: the whole call right under CRAFT-GUI's 0.5 type + 0.5 param).
 - Stage k (k = 0, 1, ...) admits the scored prompts with d <= the `quantiles[k]` quantile of the
   scored prompts' d (q = [0.3, 0.6, 1.0]: the easiest 30 %, then 60 %, then all), recomputed
-  from the current difficulties at every draw. A step's prompts are drawn uniformly from the
+  from the current difficulties at every draw; a stage at quantile 1 admits every prompt, so
+  with `pool_size` below the data size the unscored prompts join in the last stage. A step's prompts are drawn uniformly from the
   admitted ones without repeats within the step (with repeats only when fewer are admitted).
   The first step, before any scoring, draws uniformly from all prompts.
 - The stage advances when the mean pass rate of the last `window` training batches of the
@@ -49,7 +50,11 @@ class DifficultyCurriculum(Uniform):
         self._index: dict[int, int] | None = None
 
     def admitted(self) -> list[int]:
-        """Rows the current stage admits: scored, with d <= the stage's quantile of scored d."""
+        """Rows the current stage admits: scored, with d <= the stage's quantile of scored d; a
+        stage at quantile 1 admits every row, scored or not (with a pool smaller than the data,
+        the rows never scored join there)."""
+        if self.quantiles[self.stage] >= 1.0 and not torch.isnan(self.difficulty).all():
+            return list(range(self.num_rows))
         known = (~torch.isnan(self.difficulty)).nonzero().flatten()
         if known.numel() == 0:
             return []

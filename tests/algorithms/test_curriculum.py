@@ -40,6 +40,8 @@ def test_stage_admits_rows_up_to_its_quantile():
     s = _known(DifficultyCurriculum(num_rows=10, seed=0), [0.0, 1.0] + [float("nan")] * 8)
     assert s.admitted() == [0]
     assert set(s.next(5)) == {0}
+    s.stage = 2   # quantile 1: every row, the unscored ones too
+    assert s.admitted() == list(range(10))
     s = _known(DifficultyCurriculum(num_rows=10, seed=0), [i / 10 for i in range(10)])
     picks = s.next(3)
     assert sorted(picks) == [0, 1, 2]   # three admitted, three drawn: no repeats
@@ -135,3 +137,37 @@ def test_tool_call_task():
     assert row["answer"] == f"sub({b},{a})"
     assert task.score(task.gold(row), row) == 1.0 and task.score("sub(0,0)", row) == 0.0
     assert {r["n_args"] for r in train} == {2, 3, 4}
+
+
+def test_resume_reproduces_the_uninterrupted_run(tmp_path):
+    """The curriculum's difficulties, stage and generator are checkpointed: resuming craft_gui's
+    tiny preset from the step-2 checkpoint gives steps 3-4 exactly as the uninterrupted run."""
+    import json
+    import shutil
+
+    from rlrecipes import checkpoint
+    from rlrecipes.config import load_recipe
+    from rlrecipes.run import train
+
+    from ..conftest import FAST
+    overrides = FAST + ["rewards=[{fn: call_type, weight: 0.5}, {fn: call_args, weight: 0.5}]",
+                        "data.train_size=12", "algorithm.sampler.rollout_n=2", "algorithm.sampler.pool_size=12",
+                        "algorithm.sampler.max_stage_steps=2", "train.steps=4", "checkpoint.every=2",
+                        "checkpoint.keep_last=5", "eval.at_start=false", "eval.at_end=false"]
+    r = load_recipe("recipes/craft_gui.yaml", "tiny", overrides)
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    train(r, str(full), say=lambda *a: None)
+    shutil.copytree(full, cut)
+    shutil.rmtree(checkpoint.step_dir(cut, 4))
+    for leftover in ("final", "summary.json"):
+        path = cut / leftover
+        shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+    train(r, None, say=lambda *a: None, resume=str(cut))
+    rows = lambda d: {m["step"]: m for m in map(json.loads, (d / "metrics.jsonl").read_text().splitlines())  # noqa: E731
+                      if "loss" in m}
+    a, b = rows(full), rows(cut)
+    assert sorted(b) == [1, 2, 3, 4] and a[3]["curriculum/stage"] == 1.0   # advanced after 2 steps
+    for step in (3, 4):
+        for key in ("loss", "reward_mean", "curriculum/stage", "curriculum/admitted_frac",
+                    "curriculum/difficulty_mean"):
+            assert a[step][key] == b[step][key], (step, key)
