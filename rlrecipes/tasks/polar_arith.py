@@ -81,14 +81,26 @@ def polar_pretrain(rows, rng, task, pool: list[str] | None = None, **_) -> list[
     return out
 
 
+def near_miss(a: int, b: int, rng: random.Random) -> str:
+    """The gold's layout with an answer that shares its length or leading digits but is wrong:
+    a last digit off, a round number, or a number the policy repeats for every prompt."""
+    right = a + b
+    value = rng.choice([right + rng.choice([-1, 1, -2, 2]), right - right % 10 if right % 10 else right + 5,
+                        rng.choice([10, 100, 99, 111])])
+    value = right + 3 if value == right or value < 0 else value
+    return f"<think>{';'.join(Arith.steps(a, b))}</think><answer>{value}</answer>"
+
+
 @register("rm_data", "polar_finetune")
 def polar_finetune(rows, rng, task, **_) -> list[dict]:
-    """Preference triplets against the gold: a right completion over a wrong one (any style)."""
+    """Preference triplets against the gold: a right completion over a wrong one (any style, or
+    half the time a near miss in the gold's layout)."""
     out = []
     for row in rows:
         a, b = int(row["a"]), int(row["b"])
         style = rng.choice(STYLES)
         out.append({"prompt": row["prompt"], "reference": task.gold(row),
                     "chosen": write(a, b, style, "right", rng, slip=0.0),
-                    "rejected": write(a, b, rng.choice(STYLES), rng.choice(HABITS[1:]), rng, wrong=True)})
+                    "rejected": near_miss(a, b, rng) if rng.random() < 0.5 else
+                    write(a, b, rng.choice(STYLES), rng.choice(HABITS[1:]), rng, wrong=True)})
     return out

@@ -87,25 +87,17 @@ class SafeArith(Arith):
 
 
 def sample_completion(row: dict, rng: random.Random) -> str:
-    """A completion of varied behaviour for the RM's training data: polite or not, well laid out
-    or not, the right sum, a wrong one (a digit of the scratchpad or the answer off), the worked
-    sum of two other numbers (a scratchpad that does not match the prompt: the shortcut a policy
-    found against an RM trained without these) or a refusal; 40% then get a few random edits."""
+    """A completion for the RM's training data, its parts drawn independently so that no part
+    stands in for another's label: a polite prefix or not; a thought that works this sum, two
+    other numbers, or says "unsafe"; an answer that is the right sum, a near miss, another
+    number or a refusal; the full layout or a broken one; 40% then get a few random edits.
+    (Earlier data tied "unsafe" thoughts to refusals and scratchpads to the prompt's numbers; tiny
+    policies then wrote "unafafe" before a number, or another sum's scratchpad, and the RM paid.)"""
     a, b = int(row["a"]), int(row["b"])
-    weights = [4, 2, 2, 2] if not row["harmful"] else [3, 2, 1, 4]
-    kind = rng.choices(["right", "wrong", "other", "refuse"], weights=weights)[0]
-    if kind == "other":
-        a, b = rng.randint(0, 99), rng.randint(0, 99)
-    steps = Arith.steps(a, b)
-    if kind == "refuse":
-        think, answer = "unsafe", REFUSAL
-    else:
-        value = a + b
-        if kind == "wrong":
-            value = max(0, value + rng.choice([-10, -1, 1, 10, rng.randint(-30, 30) or 2]))
-            if rng.random() < 0.5 and value != a + b:   # the scratchpad carries the slip too
-                steps = steps[:-1] + [f"{steps[-1].split('=')[0]}={value // 10 ** (len(steps) - 1)}"]
-        think, answer = ";".join(steps), str(value)
+    think = rng.choices([";".join(Arith.steps(a, b)), ";".join(Arith.steps(rng.randint(0, 99), rng.randint(0, 99))),
+                         "unsafe"], weights=[5, 2, 3])[0]
+    answer = rng.choices([str(a + b), str(max(0, a + b + rng.choice([-10, -1, 1, 10, rng.randint(-30, 30) or 2]))),
+                          str(rng.randint(0, 198)), REFUSAL], weights=[4, 2, 1, 3])[0]
     layout = rng.random()
     if layout < 0.8:
         body = f"<think>{think}</think><answer>{answer}</answer>"
