@@ -4,7 +4,7 @@
   reward model reads next to each completion (POLAR's RFT reward is RM(prompt, reference, output)).
 - `polar_pretrain` (rm_data, Bradley-Terry): policy discrimination. A pool of toy policies, each a
   writing style and an arithmetic habit (right, dropped carries, tens off by one, digits swapped)
-  with occasional slips; for a prompt the reference and the chosen come from one policy, the
+  with occasional slips, and three that have lost the task (repeats, cut-offs, noise); for a prompt the reference and the chosen come from one policy, the
   rejected from another, so the RM learns to score a completion by how much it resembles the
   policy that wrote the reference (POLAR §3, "same policy > different policy").
 - `polar_finetune` (rm_data, Bradley-Terry): a little preference data, reference = the gold,
@@ -20,6 +20,10 @@ from .arith import Arith
 
 STYLES = ("scratch", "terse", "polite", "spaced")
 HABITS = ("right", "no_carry", "tens_off", "swapped")
+# policies that have lost the task (a repeated character, a cut-off scratchpad, noise): POLAR's
+# pool spans weak and strong LLMs; without these the RM had never seen what a policy drifting
+# away from it writes, and a tiny policy found "8888..." scored above every sum
+DEGENERATE = ("repeat", "cut", "noise")
 
 
 @register("task", "arith_reference")
@@ -50,6 +54,8 @@ def write(a: int, b: int, style: str, habit: str, rng: random.Random, slip: floa
           wrong: bool = False) -> str:
     """One completion of the policy (style, habit); with probability `slip` a digit goes wrong;
     `wrong`: the answer is never the right sum."""
+    if style in DEGENERATE:
+        return degenerate(a, b, style, rng)
     value = answer_of(a, b, habit)
     if rng.random() < slip or (wrong and value == a + b):
         value = max(0, value + rng.choice([-2, -1, 1, 2]))
@@ -62,15 +68,24 @@ def write(a: int, b: int, style: str, habit: str, rng: random.Random, slip: floa
     return "ok." + body if style == "polite" else body
 
 
+def degenerate(a: int, b: int, style: str, rng: random.Random) -> str:
+    if style == "repeat":
+        return rng.choice("0123456789;+=<") * rng.randint(5, 40)
+    if style == "cut":
+        full = f"<think>{';'.join(Arith.steps(a, b))}</think><answer>{a + b}</answer>"
+        return full[:rng.randint(1, len(full) - 1)]
+    return "".join(rng.choice("0123456789;+=") for _ in range(rng.randint(3, 40)))
+
+
 def policies(names: list[str] | None) -> list[tuple[str, str]]:
-    pool = [(s, h) for s in STYLES for h in HABITS]
+    pool = [(s, h) for s in STYLES for h in HABITS] + [(d, "right") for d in DEGENERATE]
     return pool if names is None else [tuple(n.split("/")) for n in names]
 
 
 @register("rm_data", "polar_pretrain")
 def polar_pretrain(rows, rng, task, pool: list[str] | None = None, **_) -> list[dict]:
     """Pairs for policy discrimination: reference and chosen from one policy, rejected from another
-    (pool entries "style/habit"; default all 16)."""
+    (pool entries "style/habit"; default the 16 styles x habits and 3 degenerate policies)."""
     pool_ = policies(pool)
     out = []
     for row in rows:
@@ -101,6 +116,7 @@ def polar_finetune(rows, rng, task, **_) -> list[dict]:
         style = rng.choice(STYLES)
         out.append({"prompt": row["prompt"], "reference": task.gold(row),
                     "chosen": write(a, b, style, "right", rng, slip=0.0),
-                    "rejected": near_miss(a, b, rng) if rng.random() < 0.5 else
+                    "rejected": near_miss(a, b, rng) if rng.random() < 0.4 else
+                    degenerate(a, b, rng.choice(DEGENERATE), rng) if rng.random() < 0.2 else
                     write(a, b, rng.choice(STYLES), rng.choice(HABITS[1:]), rng, wrong=True)})
     return out
