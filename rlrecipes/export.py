@@ -18,8 +18,6 @@ into place, so an interrupted export leaves no half-written OUT_DIR.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from pathlib import Path
 
 import torch
@@ -88,19 +86,9 @@ def check_out_dir(out_dir: Path) -> None:
 
 
 def write_atomically(model, tokenizer, out_dir: Path, info: dict) -> None:
-    """save_pretrained into `.tmp-export-NAME` beside OUT_DIR, then one rename."""
-    from .model import save_pretrained
-    tmp = out_dir.parent / f".tmp-export-{out_dir.name}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        save_pretrained(model, tokenizer, tmp)
-        (tmp / "rlrecipes_export.json").write_text(json.dumps(info, indent=2))
-        if out_dir.exists():
-            out_dir.rmdir()   # empty, checked before
-        os.replace(tmp, out_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    """The merged model and `rlrecipes_export.json`, renamed into OUT_DIR in one step."""
+    from .model import save_atomically
+    save_atomically(model, tokenizer, out_dir, {"rlrecipes_export.json": info})
 
 
 def export(run_dir: Path, out_dir: Path, checkpoint_name: str = "final") -> dict:

@@ -145,6 +145,31 @@ def save_pretrained(model, tokenizer, path: Path, state_dict: dict | None = None
         tokenizer.vision.save_pretrained(path)
 
 
+def save_atomically(model, tokenizer, out_dir: Path, files: dict[str, dict]) -> None:
+    """`save_pretrained` plus JSON `files` into a temporary folder beside `out_dir`, fsynced, then
+    renamed into place (an existing `out_dir` is replaced): a crash or a failed write leaves the
+    old folder or none, never half a model. Used by `export` and the rm stage."""
+    import json
+    import os
+    import shutil
+    from .checkpoint import _fsync_tree
+    out_dir = Path(out_dir)
+    tmp, old = out_dir.parent / f".tmp-{out_dir.name}", out_dir.parent / f".old-{out_dir.name}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        save_pretrained(model, tokenizer, tmp)
+        for name, content in files.items():
+            (tmp / name).write_text(json.dumps(content, indent=2))
+        _fsync_tree(tmp)
+        if out_dir.exists():
+            os.replace(out_dir, old)
+        os.replace(tmp, out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
+
+
 def load_weights(model, path: Path) -> None:
     """Load weights written by `save_pretrained` back into a live model (adapter or full)."""
     from safetensors.torch import load_file

@@ -21,11 +21,8 @@ the `reward_model` reward reads.
 """
 from __future__ import annotations
 
-import json
 import math
-import os
 import random
-import shutil
 from pathlib import Path
 
 import torch
@@ -36,7 +33,7 @@ from .registry import get
 from .rewards.reward_model import META, encode, fill
 
 
-def init_path(recipe, cfg, run_dir: Path) -> str:
+def init_path(recipe, cfg, run_dir: Path, where: str = "stages.rm") -> str:
     """The directory or hub id the RM starts from."""
     from .model import resolve_path
     if cfg.init == "base":
@@ -45,13 +42,14 @@ def init_path(recipe, cfg, run_dir: Path) -> str:
     if cfg.init in ("sft", "rm"):
         path = run_dir / f"{cfg.init}-model"
         if not (path / "config.json").exists():
-            raise UserError("stages.rm.init", f"init: {cfg.init} but no earlier stage wrote {path}",
+            raise UserError(f"{where}.init", f"init: {cfg.init} but no earlier stage wrote {path}",
                             f"put an {cfg.init} stage before this one")
         return str(path)
     return cfg.init
 
 
-def load_rm(path: str, labels: list[str], device, seed: int, trust_remote_code: bool = False):
+def load_rm(path: str, labels: list[str], device, seed: int, trust_remote_code: bool = False,
+            where: str = "stages.rm"):
     """(model, tokenizer): a sequence classifier with len(labels) outputs; a new score head is
     initialised from `seed` (the global RNG untouched)."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -64,7 +62,7 @@ def load_rm(path: str, labels: list[str], device, seed: int, trust_remote_code: 
                 label2id={name: i for i, name in enumerate(labels)}, dtype=torch.float32,
                 trust_remote_code=trust_remote_code, ignore_mismatched_sizes=True)
     except (OSError, ValueError) as exc:
-        raise UserError("stages.rm.init", f"cannot load {path!r} as a reward model: {str(exc).splitlines()[0]}",
+        raise UserError(f"{where}.init", f"cannot load {path!r} as a reward model: {str(exc).splitlines()[0]}",
                         "a hub id needs the network; or give a local directory") from exc
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
@@ -72,9 +70,9 @@ def load_rm(path: str, labels: list[str], device, seed: int, trust_remote_code: 
     return model.to(device), tok
 
 
-def texts(template: str, examples: list[dict], key: str) -> list[str]:
+def texts(template: str, examples: list[dict], key: str, where: str = "stages.rm") -> list[str]:
     """The RM inputs: `template` with each example's `key` text as {completion}."""
-    return [fill(template, "stages.rm.template", **{**ex, "completion": ex[key]}) for ex in examples]
+    return [fill(template, f"{where}.template", **{**ex, "completion": ex[key]}) for ex in examples]
 
 
 def bradley_terry(chosen: torch.Tensor, rejected: torch.Tensor) -> torch.Tensor:
@@ -89,19 +87,23 @@ def masked_mse(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (out - torch.nan_to_num(target)).pow(2)[labelled].sum() / labelled.sum().clamp(min=1)
 
 
-def rm_loss(cfg, model, tok, examples: list[dict], max_length: int = 1024) -> tuple[torch.Tensor, dict]:
-    """(loss, metrics) on one batch of examples."""
+def rm_loss(cfg, model, tok, examples: list[dict], max_length: int = 1024, chunk: int = 64,
+            where: str = "stages.rm") -> tuple[torch.Tensor, dict]:
+    """(loss, metrics) over `examples`, forwarded `chunk` texts at a time."""
     device = next(model.parameters()).device
 
     def forward(strings):
-        ids, mask = encode(tok, strings, max_length, device)
-        return model(input_ids=ids, attention_mask=mask).logits.float()
+        out = []
+        for i in range(0, len(strings), chunk):
+            ids, mask = encode(tok, strings[i:i + chunk], max_length, device, model.config.pad_token_id)
+            out.append(model(input_ids=ids, attention_mask=mask).logits.float())
+        return torch.cat(out)
 
     if cfg.loss == "bradley_terry":
-        chosen = forward(texts(cfg.template, examples, "chosen"))[:, 0]
-        rejected = forward(texts(cfg.template, examples, "rejected"))[:, 0]
+        chosen = forward(texts(cfg.template, examples, "chosen", where))[:, 0]
+        rejected = forward(texts(cfg.template, examples, "rejected", where))[:, 0]
         return bradley_terry(chosen, rejected), {"rm_acc": (chosen > rejected).float().mean().item()}
-    out = forward(texts(cfg.template, examples, "completion"))
+    out = forward(texts(cfg.template, examples, "completion", where))
     target = torch.tensor([[math.nan if v is None else float(v) for v in ex["scores"]] for ex in examples],
                           device=device)
     labelled = ~torch.isnan(target)
@@ -112,7 +114,7 @@ def rm_loss(cfg, model, tok, examples: list[dict], max_length: int = 1024) -> tu
 def make_examples(cfg, builder, rows: list[dict], rng: random.Random, task, where: str) -> list[dict]:
     examples = builder(rows=rows, rng=rng, task=task, **cfg.data.params)
     need = ("chosen", "rejected") if cfg.loss == "bradley_terry" else ("completion", "scores")
-    for ex in examples[:1]:
+    for ex in examples:
         missing = [k for k in ("prompt", *need) if k not in ex]
         if missing:
             raise UserError(where, f"rm_data {cfg.data.fn!r} gave examples without {', '.join(missing)} "
@@ -130,15 +132,15 @@ def run_rm(recipe, stage, index: int, run_dir: Path, task, train_rows, test_rows
     cfg, where = stage.rm, f"stages[{index}].rm"
     builder = get("rm_data", cfg.data.fn, f"{where}.data.fn")
     seed = recipe.train.seed + 7 * (index + 1)
-    model, tok = load_rm(init_path(recipe, cfg, run_dir), cfg.labels, device, seed,
-                         recipe.model.trust_remote_code)
+    model, tok = load_rm(init_path(recipe, cfg, run_dir, where), cfg.labels, device, seed,
+                         recipe.model.trust_remote_code, where)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=stage.lr or recipe.train.lr, weight_decay=0.0)
     rng = random.Random(seed)
     for step in range(1, (stage.steps or 0) + 1):
         rows = [train_rows[rng.randrange(len(train_rows))] for _ in range(stage.batch_size)]
-        loss, metrics = rm_loss(cfg, model, tok, make_examples(cfg, builder, rows, rng, task, where))
+        loss, metrics = rm_loss(cfg, model, tok, make_examples(cfg, builder, rows, rng, task, where), where=where)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, recipe.train.max_grad_norm or float("inf"))
         optimizer.step()
@@ -146,13 +148,9 @@ def run_rm(recipe, stage, index: int, run_dir: Path, task, train_rows, test_rows
         log(step, {**metrics, "rm_loss": loss.item()})
     model.eval()
     held_out = make_examples(cfg, builder, test_rows[:cfg.eval_size], random.Random(seed + 1), task, where)
-    with torch.no_grad():
-        scores = {}
-        for start in range(0, len(held_out), 64):
-            loss, metrics = rm_loss(cfg, model, tok, held_out[start:start + 64])
-            for k, v in {**metrics, "rm_loss": loss.item()}.items():
-                scores.setdefault(k, []).append(v)
-        scores = {k: sum(v) / len(v) for k, v in scores.items()}
+    with torch.no_grad():   # one pass over all held-out examples: exact means, not means of batches
+        loss, metrics = rm_loss(cfg, model, tok, held_out, where=where)
+        scores = {**metrics, "rm_loss": loss.item()}
     say(f"reward model (held out, {len(held_out)} examples): "
         + ", ".join(f"{k} {v:.3f}" for k, v in scores.items()))
     meta = {"labels": cfg.labels, "template": cfg.template, "loss": cfg.loss, "data": cfg.data.fn,
@@ -162,14 +160,8 @@ def run_rm(recipe, stage, index: int, run_dir: Path, task, train_rows, test_rows
 
 
 def save_rm(model, tok, meta: dict, path: Path) -> None:
-    """Write atomically: a crash leaves the old folder (or none), never half a model."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tok.save_pretrained(tmp)
-    (tmp / META).write_text(json.dumps(meta, indent=2))
-    old = path.with_name(f".{path.name}.old{os.getpid()}")
-    if path.exists():
-        path.rename(old)
-    tmp.rename(path)
-    shutil.rmtree(old, ignore_errors=True)
+    """Write atomically (model.save_atomically) and drop the reward's cached copy of `path`."""
+    from .model import save_atomically
+    from .rewards.reward_model import forget
+    save_atomically(model, tok, path, {META: meta})
+    forget(path)

@@ -8,6 +8,7 @@ from .algorithms import ADVANTAGE_INPUTS, LOSS_INPUTS, REGULARIZER_INPUTS
 from .errors import UserError, did_you_mean
 from .registry import check_params, construct, get, names, signature_params
 from .rewards.combine import LOOP_ARGS
+from .rewards.reward_model import RUN_RM, check_template
 from .tasks.loaders import check_source, synthetic_rows
 from .trainer import Components
 from .transforms import TRANSFORM_INPUTS
@@ -80,20 +81,40 @@ def _check_rm_stage(recipe, i: int, stage) -> None:
                         "use loss: regression for several heads")
     if len(set(cfg.labels)) != len(cfg.labels):
         raise UserError(f"{where}.rm.labels", f"{cfg.labels} repeats a label")
-    if cfg.init == "rm" and not any(s.kind == "rm" for s in recipe.stages[:i]):
+    earlier = [s.rm for s in recipe.stages[:i] if s.kind == "rm"]
+    if cfg.init == "rm" and not earlier:
         raise UserError(f"{where}.rm.init", "init: rm continues an earlier rm stage; there is none before this one")
+    if cfg.init == "rm" and len(earlier[-1].labels) != len(cfg.labels):
+        raise UserError(f"{where}.rm.labels", f"{len(cfg.labels)} labels, but the rm stage it continues has "
+                        f"{len(earlier[-1].labels)}", "a continued reward model keeps its heads")
+    check_template(cfg.template, f"{where}.rm.template")
     if cfg.init == "sft" and not any(s.kind == "sft" for s in recipe.stages[:i]):
         raise UserError(f"{where}.rm.init", "init: sft needs an sft stage before this one")
 
 
 def _check_rm_rewards(recipe) -> None:
-    from .rewards.reward_model import RUN_RM
-    if any(s.kind == "rm" for s in recipe.stages):
-        return
+    """reward_model entries on this run's RM (`model: rm`): the last rm stage gives the heads and
+    the template they are checked against, before any model is trained."""
+    stages = [s.rm for s in recipe.stages if s.kind == "rm"]
     for i, reward in enumerate(recipe.rewards):
-        if reward.fn == "reward_model" and reward.params.get("model") == RUN_RM:
-            raise UserError(f"rewards[{i}].model", "model: rm reads the reward model this run's rm stage "
+        if reward.fn != "reward_model":
+            continue
+        params, where = reward.params, f"rewards[{i}]"
+        if params.get("template") is not None:
+            check_template(params["template"], f"{where}.template")
+        if params.get("model") != RUN_RM:
+            continue
+        if not stages:
+            raise UserError(f"{where}.model", "model: rm reads the reward model this run's rm stage "
                             "trains, and the recipe has no rm stage", "add one, or give a hub id or path")
+        head, labels = params.get("head", 0), stages[-1].labels
+        if isinstance(head, str) and head not in labels:
+            raise UserError(f"{where}.head", f"the rm stage trains no head {head!r}", did_you_mean(head, labels))
+        if isinstance(head, int) and not 0 <= head < len(labels):
+            raise UserError(f"{where}.head", f"head {head} out of range: the rm stage trains {len(labels)}")
+        template = params.get("template") or stages[-1].template
+        if params.get("reference_column") and "{reference}" not in template:
+            raise UserError(f"{where}.reference_column", f"the template {template!r} has no {{reference}}")
 
 
 def _check_synthetic(recipe, task) -> None:

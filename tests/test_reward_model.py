@@ -21,6 +21,29 @@ from rlrecipes.tiny import build_tokenizer
 LABELS = list(ASPECTS)
 
 
+@pytest.fixture(autouse=True)
+def on_cpu(monkeypatch):
+    """The reward model runs in bf16 on CUDA; these comparisons are fp32 on the CPU."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+
+
+def save_classifier(path, num_labels=4, pad_token_id=None):
+    """A randomly initialised tiny Qwen2 sequence classifier and the character tokenizer."""
+    from transformers import Qwen2Config, Qwen2ForSequenceClassification
+    tok = build_tokenizer()
+    config = Qwen2Config(vocab_size=len(tok), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                         num_key_value_heads=1, intermediate_size=64, num_labels=num_labels,
+                         pad_token_id=tok.pad_token_id if pad_token_id is None else pad_token_id,
+                         max_position_embeddings=256)
+    torch.manual_seed(0)
+    model = Qwen2ForSequenceClassification(config)
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    rmod._MODELS.clear()
+    rmod._LAST.clear()
+    return model.eval(), tok
+
+
 @pytest.fixture
 def tiny_rm(tmp_path):
     """A randomly initialised 4-head tiny Qwen2 sequence classifier saved like an rm stage's."""
@@ -70,6 +93,27 @@ def test_reference_column_fills_the_template(tiny_rm):
     got = rmod.reward_model(["1+2="], ["<answer>3</answer>"], model=str(path), reference_column="answer",
                             template="{prompt}{reference}|{completion}", answer=["3"])
     assert torch.allclose(torch.tensor(got), direct(model, tok, ["1+2=3|<answer>3</answer>"])[:, 0], atol=1e-5)
+
+
+def test_padding_uses_the_model_pad_id_where_its_score_head_looks(tmp_path):
+    """A hub RM whose config names a pad id its tokenizer does not use (Llama-style: config pad 0,
+    no tokenizer pad): rows shorter than the batch's longest must still be scored at their own
+    last token."""
+    tok_pad = build_tokenizer().pad_token_id
+    model, tok = save_classifier(tmp_path / "rm", num_labels=1, pad_token_id=tok_pad + 5)   # "<think>"'s id
+    texts = ["1+2=<answer>3</answer>", "12+30=<answer>42</answer>"]
+    got = rmod.reward_model(texts, ["", ""], model=str(tmp_path / "rm"))
+    assert got == pytest.approx(direct(model, tok, texts)[:, 0].tolist(), abs=1e-5)
+
+
+def test_templates_must_name_the_completion_and_the_reference(tiny_rm):
+    _, _, path = tiny_rm
+    with pytest.raises(UserError, match=r"rewards\.reference_column: the template '\{prompt\}\|\{completion\}' has no"):
+        rmod.reward_model(["p"], ["c"], model=str(path), reference_column="answer", answer=["1"])
+    with pytest.raises(UserError, match=r"rewards\.template: '\{prompt\}' has no \{completion\}"):
+        rmod.reward_model(["p"], ["c"], model=str(path), template="{prompt}")
+    with pytest.raises(UserError, match=r"rewards\.template: template '\{0\}\{completion\}' does not format"):
+        rmod.reward_model(["p"], ["c"], model=str(path), template="{0}{completion}")
 
 
 def test_reward_model_mistakes_name_the_reward_entry(tiny_rm, tmp_path):
@@ -174,6 +218,12 @@ def test_rm_data_gives_one_labelled_example_per_row():
     (lambda d: d["stages"][0]["rm"].update(init="rm"), r"stages\[0\]\.rm\.init: init: rm continues an earlier rm stage"),
     (lambda d: d["stages"][0]["rm"]["data"].update(fn="nope"), r"stages\[0\]\.rm\.data\.fn: unknown rm_data 'nope'"),
     (lambda d: d["stages"][1].update(rm={"data": {"fn": "safe_arith_aspects"}}), r"stages\[1\]\.rm: only rm stages"),
+    (lambda d: d["rewards"][3].update(head="safty"), r"rewards\[3\]\.head: the rm stage trains no head 'safty' \(did you mean safety\?\)"),
+    (lambda d: d["rewards"][0].update(head=4), r"rewards\[0\]\.head: head 4 out of range"),
+    (lambda d: d["stages"][0]["rm"].update(template="{prompt}"), r"stages\[0\]\.rm\.template: '\{prompt\}' has no \{completion\}"),
+    (lambda d: d["stages"].insert(1, {"kind": "rm", "steps": 1, "rm": {"data": {"fn": "safe_arith_aspects"},
+                                                                       "loss": "regression", "init": "rm"}}),
+     r"stages\[1\]\.rm\.labels: 1 labels, but the rm stage it continues has 4"),
 ])
 def test_rm_stage_mistakes_are_one_line_errors(tmp_path, edit, message):
     import yaml

@@ -1,9 +1,8 @@
 """Learned reward models: a Hugging Face sequence classifier scores each (prompt, completion).
 
     rewards:
-      - {fn: reward_model, model: internlm/POLAR-7B, trust_remote_code: true, reference_column: reference,
-         template: "{prompt}\n{reference}<|reward|>{prompt}\n{completion}"}
-      - {fn: reward_model, model: rm, head: safety, weight: 0.25}   # the model this run's rm stage trained
+      - {fn: reward_model, model: /models/my-rm, timeout_s: 600}   # a hub id or local path
+      - {fn: reward_model, model: rm, reference_column: reference}  # the model this run's rm stage trained
 
 `model` is a hub id, a local directory, or `rm`: `<run>/rm-model`, written by the recipe's `rm`
 stage (rlrecipes/rm.py), which also stores the input template and head names beside the weights
@@ -33,6 +32,13 @@ META = "rlrecipes_rm.json"
 RUN_RM = "rm"   # `model: rm`: the reward model this run's rm stage trained
 _MODELS: dict[tuple, tuple] = {}   # (path, device, dtype) -> (model, tokenizer, meta)
 _LAST: dict[str, tuple[str, torch.Tensor]] = {}   # path -> (key of the inputs, scores_NK)
+
+
+def forget(path) -> None:
+    """Drop a model and its scores from the caches (the rm stage rewrites `path`)."""
+    for key in [k for k in _MODELS if k[0] == str(path)]:
+        del _MODELS[key]
+    _LAST.pop(str(path), None)
 
 
 def rm_meta(path: Path) -> dict:
@@ -71,15 +77,17 @@ def load(path: str, device: torch.device, trust_remote_code: bool = False):
             tok.pad_token = tok.eos_token
         if model.config.pad_token_id is None:
             model.config.pad_token_id = tok.pad_token_id
+        # the classifier scores the last token that is not config.pad_token_id: pad with that id
+        # (a Llama-style RM may name pad 0 in its config while its tokenizer has no pad at all)
         _MODELS[key] = (model.to(device).eval().requires_grad_(False), tok, rm_meta(Path(path)))
     return _MODELS[key]
 
 
-def encode(tokenizer, texts: list[str], max_length: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-padded ids and mask; a text longer than `max_length` keeps its end (the completion)."""
+def encode(tokenizer, texts: list[str], max_length: int, device, pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ids right-padded with `pad` (the model's config.pad_token_id, where its score head looks
+    for the last real token) and the mask; a text longer than `max_length` keeps its end."""
     ids = [tokenizer(t, add_special_tokens=False)["input_ids"][-max_length:] for t in texts]
     width = max(map(len, ids))
-    pad = tokenizer.pad_token_id
     out = torch.tensor([s + [pad] * (width - len(s)) for s in ids], device=device)
     mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in ids], device=device)
     return out, mask
@@ -90,9 +98,16 @@ def scores(model, tokenizer, texts: list[str], batch_size: int, max_length: int)
     device = next(model.parameters()).device
     out = []
     for start in range(0, len(texts), batch_size):
-        ids, mask = encode(tokenizer, texts[start:start + batch_size], max_length, device)
+        ids, mask = encode(tokenizer, texts[start:start + batch_size], max_length, device, model.config.pad_token_id)
         out.append(model(input_ids=ids, attention_mask=mask).logits.float())
     return torch.cat(out)
+
+
+def check_template(template: str, field: str) -> None:
+    """A template scores the completion: it must name {completion} (else every completion of a
+    prompt would get the same score)."""
+    if "{completion}" not in template:
+        raise UserError(field, f"{template!r} has no {{completion}}", "e.g. \"{prompt}{completion}\"")
 
 
 def fill(template: str, field: str, **values) -> str:
@@ -101,6 +116,9 @@ def fill(template: str, field: str, **values) -> str:
     except KeyError as exc:
         raise UserError(field, f"template names {{{exc.args[0]}}}, which is not an input",
                         f"inputs: {', '.join(sorted(values))}") from None
+    except (IndexError, ValueError) as exc:   # "{0}", a lone brace
+        raise UserError(field, f"template {template!r} does not format: {exc}",
+                        "name inputs in braces, write a literal brace as {{ or }}") from None
 
 
 def head_index(head: int | str, labels: list[str], k: int) -> int:
@@ -133,10 +151,14 @@ def reward_model(prompts, completions, model: str, head: int | str = 0, template
     refs = columns.get(reference_column) if reference_column else None
     if reference_column and refs is None:
         raise UserError("rewards.reference_column", f"no dataset column {reference_column!r} to use as the reference")
+    if reference_column and "{reference}" not in template:
+        raise UserError("rewards.reference_column", f"the template {template!r} has no {{reference}}",
+                        "put {reference} in rewards.template (or in the rm stage's)")
+    check_template(template, "rewards.template")
     texts = [fill(template, "rewards.template", prompt=p, completion=c,
                   **({"reference": refs[i]} if refs is not None else {}))
              for i, (p, c) in enumerate(zip(prompts, completions))]
-    key = hashlib.sha256("\x00".join(texts).encode()).hexdigest()
+    key = hashlib.sha256("\x00".join([str(max_length), *texts]).encode()).hexdigest()
     if _LAST.get(path, ("",))[0] != key:   # the other heads of this step reuse the forward
         with torch.no_grad():
             _LAST[path] = (key, scores(net, tok, texts, batch_size, max_length))

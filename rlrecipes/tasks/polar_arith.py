@@ -108,8 +108,8 @@ def near_miss(a: int, b: int, rng: random.Random) -> str:
 
 @register("rm_data", "polar_finetune")
 def polar_finetune(rows, rng, task, **_) -> list[dict]:
-    """Preference triplets against the gold: a right completion over a wrong one (any style, or
-    half the time a near miss in the gold's layout)."""
+    """Preference triplets against the gold: a right completion over a wrong one: 40% a near miss
+    in the gold's layout, 12% a degenerate output, the rest a wrong habit in any style."""
     out = []
     for row in rows:
         a, b = int(row["a"]), int(row["b"])

@@ -19,19 +19,26 @@ VLM = [p for p in ALL if "tiny_vlm" in (yaml.safe_load(p.read_text()).get("prese
 # A model after 20 SFT steps has mean token entropy above GTPO's 0.7 filter, so every completion
 # would be dropped (A = 0) and nothing would move; lift the filter to exercise the gradient path.
 # SPO's offline values sample every training prompt at the first step: keep that set small.
-# Recipes that score with a learned reward model keep a short rm stage and their RM rewards.
-SFT20 = "{kind: sft, steps: 20, lr: 3.0e-3, batch_size: 16}"
-HEADS = ["politeness", "meaningfulness", "actionability", "safety"]
-POLAR_RM = "{{kind: rm, steps: 3, batch_size: 8, rm: {{data: {{fn: {}}}, init: {}, eval_size: 8}}}}"
+
+
+def _short_rm_stages(name: str) -> list[str]:
+    """Recipes that score with a learned reward model keep their tiny preset's stages (rm
+    templates, inits, labels) and rewards, with 20 SFT and 3 rm steps on small batches."""
+    preset = yaml.safe_load((RECIPES / f"{name}.yaml").read_text())["presets"]["tiny"]
+    stages = []
+    for stage in preset["stages"]:
+        if stage["kind"] == "sft":
+            stage = {**stage, "steps": 20, "batch_size": 16}
+        if stage["kind"] == "rm":
+            stage = {**stage, "steps": 3, "batch_size": 8, "rm": {**stage["rm"], "eval_size": 8}}
+        stages.append(stage)
+    rewards = preset.get("rewards") or yaml.safe_load((RECIPES / f"{name}.yaml").read_text())["rewards"]
+    return ["stages=" + json.dumps(stages), "rewards=" + json.dumps(rewards)]
+
+
 EXTRA = {"gtpo": ["algorithm.loss.entropy_threshold=100.0"],
          "spo": ["data.train_size=12", "algorithm.advantage.offline_n=2"],
-         "safe_mogrpo": [f"stages=[{SFT20}, {{kind: rm, steps: 3, batch_size: 8, rm: {{data: {{fn: safe_arith_aspects}}, "
-                         f"loss: regression, labels: {HEADS}, init: sft, eval_size: 8}}}}, {{kind: rl}}]",
-                         "rewards=[" + ", ".join(f"{{fn: reward_model, model: rm, head: {h}, name: {h}, weight: 0.25}}"
-                                                 for h in HEADS) + "]"],
-         "polar": [f"stages=[{SFT20}, {POLAR_RM.format('polar_pretrain', 'sft')}, "
-                   f"{POLAR_RM.format('polar_finetune', 'rm')}, {{kind: rl}}]",
-                   "rewards=[{fn: reward_model, model: rm, reference_column: reference}]"]}
+         "safe_mogrpo": _short_rm_stages("safe_mogrpo"), "polar": _short_rm_stages("polar")}
 
 
 @pytest.mark.parametrize("path", ALL, ids=lambda p: p.stem)
