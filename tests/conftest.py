@@ -31,3 +31,21 @@ def _chdir_root(monkeypatch):
 
 def pytest_configure(config):
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def train_and_resume(recipe, tmp_path, cut_at: int) -> tuple[Path, Path]:
+    """Train `recipe` into tmp_path/full; copy it to tmp_path/cut without the step-`cut_at`
+    checkpoint and the final outputs (a run killed after the checkpoint before it) and resume the
+    copy. Returns (full, cut), whose metrics.jsonl an exact resume makes equal."""
+    import shutil
+    from rlrecipes import checkpoint
+    from rlrecipes.run import train
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    train(recipe, str(full), say=lambda *a: None)
+    shutil.copytree(full, cut)
+    shutil.rmtree(checkpoint.step_dir(cut, cut_at))
+    for leftover in ("final", "summary.json"):
+        path = cut / leftover
+        shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+    train(recipe, None, say=lambda *a: None, resume=str(cut))
+    return full, cut

@@ -16,7 +16,7 @@ from rlrecipes.cli import app
 from rlrecipes.config import load_recipe
 from rlrecipes.run import train
 
-from .conftest import FAST
+from .conftest import FAST, train_and_resume
 
 runner = CliRunner()
 
@@ -216,19 +216,9 @@ def test_r2vpo_dual_variable_is_checkpointed_state():
 def test_spo_resume_reproduces_the_uninterrupted_run(tmp_path):
     """SPO keeps per-prompt values, stored responses and a sampler generator: resuming from the
     step-2 checkpoint gives steps 3-4 exactly as the uninterrupted run."""
-    import shutil
     overrides = FAST + ["data.train_size=12", "algorithm.advantage.offline_n=2", "train.steps=4",
                         "checkpoint.every=2", "checkpoint.keep_last=5", "eval.at_start=false", "eval.at_end=false"]
-    r = load_recipe("recipes/spo.yaml", "tiny", overrides)
-    full = tmp_path / "full"
-    train(r, str(full), say=lambda *a: None)
-    cut = tmp_path / "cut"
-    shutil.copytree(full, cut)
-    shutil.rmtree(checkpoint.step_dir(cut, 4))
-    for leftover in ("final", "summary.json"):
-        path = cut / leftover
-        shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
-    train(r, None, say=lambda *a: None, resume=str(cut))
+    full, cut = train_and_resume(load_recipe("recipes/spo.yaml", "tiny", overrides), tmp_path, cut_at=4)
     a, b = _step_rows(full), _step_rows(cut)
     assert sorted(b) == [1, 2, 3, 4]
     for step in (3, 4):

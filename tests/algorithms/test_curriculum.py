@@ -143,26 +143,15 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path):
     """The curriculum's difficulties, stage and generator are checkpointed: resuming craft_gui's
     tiny preset from the step-2 checkpoint gives steps 3-4 exactly as the uninterrupted run."""
     import json
-    import shutil
 
-    from rlrecipes import checkpoint
     from rlrecipes.config import load_recipe
-    from rlrecipes.run import train
 
-    from ..conftest import FAST
+    from ..conftest import FAST, train_and_resume
     overrides = FAST + ["rewards=[{fn: call_type, weight: 0.5}, {fn: call_args, weight: 0.5}]",
                         "data.train_size=12", "algorithm.sampler.rollout_n=2", "algorithm.sampler.pool_size=12",
                         "algorithm.sampler.max_stage_steps=2", "train.steps=4", "checkpoint.every=2",
                         "checkpoint.keep_last=5", "eval.at_start=false", "eval.at_end=false"]
-    r = load_recipe("recipes/craft_gui.yaml", "tiny", overrides)
-    full, cut = tmp_path / "full", tmp_path / "cut"
-    train(r, str(full), say=lambda *a: None)
-    shutil.copytree(full, cut)
-    shutil.rmtree(checkpoint.step_dir(cut, 4))
-    for leftover in ("final", "summary.json"):
-        path = cut / leftover
-        shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
-    train(r, None, say=lambda *a: None, resume=str(cut))
+    full, cut = train_and_resume(load_recipe("recipes/craft_gui.yaml", "tiny", overrides), tmp_path, cut_at=4)
     rows = lambda d: {m["step"]: m for m in map(json.loads, (d / "metrics.jsonl").read_text().splitlines())  # noqa: E731
                       if "loss" in m}
     a, b = rows(full), rows(cut)
