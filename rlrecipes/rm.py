@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from .errors import UserError
 from .registry import get
-from .rewards.reward_model import META, encode, fill
+from .rewards.reward_model import META, fill, scores
 
 
 def init_path(recipe, cfg, run_dir: Path, where: str = "stages.rm") -> str:
@@ -92,12 +92,8 @@ def rm_loss(cfg, model, tok, examples: list[dict], max_length: int = 1024, chunk
     """(loss, metrics) over `examples`, forwarded `chunk` texts at a time."""
     device = next(model.parameters()).device
 
-    def forward(strings):
-        out = []
-        for i in range(0, len(strings), chunk):
-            ids, mask = encode(tok, strings[i:i + chunk], max_length, device, model.config.pad_token_id)
-            out.append(model(input_ids=ids, attention_mask=mask).logits.float())
-        return torch.cat(out)
+    def forward(strings):   # the reward's own batched scoring, with gradients when training
+        return scores(model, tok, strings, chunk, max_length)
 
     if cfg.loss == "bradley_terry":
         chosen = forward(texts(cfg.template, examples, "chosen", where))[:, 0]
