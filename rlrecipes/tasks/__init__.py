@@ -6,5 +6,6 @@ A task separates *evaluate* (`score`: the correctness check used by eval) from *
 from . import arith, images, polar_arith, rating, safe_arith, tool_arith, wireless  # noqa: F401
 from . import critic_arith, mcq_arith  # noqa: F401,E402
 from . import tool_call  # noqa: F401,E402  (CRAFT-GUI text tool calls)
+from . import span  # noqa: F401,E402  (TempSamp-R1 interval grounding)
 from .base import Task  # noqa: F401
 from .loaders import load_splits  # noqa: F401
