@@ -14,6 +14,7 @@ from typing import Callable
 
 import torch
 
+from . import credit
 from .algorithms.advantages import nanstd
 from .registry import call_with, construct, get, signature_params
 from .rewards.combine import combine, score
@@ -56,6 +57,7 @@ class Components:
         self.lr_scalers = [c for c in (self.advantage, self.loss) if hasattr(c, "lr_scale")]
         # replay_batch(rollout, adv_N, old_NT, reward_N, pad_id) -> the batch to train on (R2VPO)
         self.replayers = [c for c in (self.loss,) if getattr(c, "replay", 0)]
+        self.token_level = credit.check(self, alg)  # the estimator asks for per-token inputs
 
     def stateful(self) -> dict:
         """Every component with `state_dict` (value trackers, samplers, KL controllers...): all
@@ -103,8 +105,11 @@ def rl_step(ctx, step: int) -> dict:
     old_NT = _policy_logprobs(ctx, rollout) if needs_seq or comp.replayers else None
     if needs_seq:
         available["seq_logp_BG"] = gather((old_NT * mask_NT).sum(1)).view(-1, G)
-    adv_BG = call_with(comp.advantage, available, comp.adv_params, positional=(rewards_BG,))
-    adv_N = adv_BG.reshape(P, len(mine) * G)[acc.process_index].to(acc.device)
+    if comp.token_level:  # segment credit, per-token rewards, masks (credit.py)
+        available.update(credit.step_inputs(ctx, rollout, rewards_NK, G, wants))
+    adv = call_with(comp.advantage, available, comp.adv_params, positional=(rewards_BG,))
+    adv_N = credit.this_rank(adv, P, acc.process_index, len(mine) * G,
+                             rollout.completion_ids_NT.shape[1]).to(acc.device)
     batch = (rollout, adv_N, old_NT, reward_N)
     for c in comp.replayers:  # kept batches join the fresh one, each with its behaviour log-probs
         batch = c.replay_batch(*batch, pad_id=ctx.tokenizer.pad_token_id)

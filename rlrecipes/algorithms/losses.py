@@ -25,6 +25,8 @@ def ppo_clip(logp_NT, old_logp_NT, adv_N, mask_NT, eps_low: float = 0.2, eps_hig
     eq. 5: for A < 0 the objective is bounded below by dual_clip * A, dual_clip > 1).
 
         rho_t = exp(logp - old_logp);  l_t = -min(rho_t A, clip(rho_t, 1-eps_low, 1+eps_high) A)
+
+    `adv_N` is one advantage per sequence [N] or per token [N, T] (token-level credit, credit.py).
     """
     adv_NT = adv_N.unsqueeze(-1) if adv_N.dim() == 1 else adv_N
     ratio_NT = torch.exp(logp_NT - old_logp_NT)
@@ -40,6 +42,9 @@ def ppo_clip(logp_NT, old_logp_NT, adv_N, mask_NT, eps_low: float = 0.2, eps_hig
         metrics = {"clip_frac": ((low | high) & m).sum() / n,
                    "ratio_mean": (ratio_NT * m).sum() / n}
     return -objective_NT, metrics
+
+
+ppo_clip.token_advantages = True  # adv_N may be [N, T]
 
 
 def _broadcast(loss_N, mask_NT):
@@ -137,6 +142,9 @@ def mdpo(logp_NT, old_logp_NT, adv_N, mask_NT, step, total_steps, min_t: float =
     return loss_NT, metrics
 
 
+mdpo.token_advantages = True  # adv_N may be [N, T]
+
+
 @register("loss", "r2vpo")
 class R2VPO:
     """R2VPO, ratio-variance regularised PO (Luo et al., arXiv 2601.03320) [recon from the abstract]:
@@ -154,6 +162,8 @@ class R2VPO:
             raise ValueError("replay must be >= 0")
         self.delta, self.eta, self.lam, self.replay = delta, eta, lambda_init, replay
         self.buffer: list[tuple] = []
+
+    token_advantages = True  # adv_N may be [N, T] (not with replay: credit.check refuses it)
 
     def __call__(self, logp_NT, old_logp_NT, adv_N, mask_NT):
         ratio_NT = torch.exp(logp_NT - old_logp_NT)

@@ -12,6 +12,7 @@ import torch
 
 from ..errors import UserError
 from ..registry import get
+from .dense import PerSegment
 
 LOOP_ARGS = ("prompts", "completions", "completion_ids", "group_size", "step")
 
@@ -28,6 +29,7 @@ class RewardFn:
         self.name = spec.label
         self.weight = spec.weight
         self.timeout_s = spec.timeout_s
+        self.parts: list = []
 
     def required_columns(self) -> set[str]:
         """Named parameters without a default that the loop does not pass: dataset columns."""
@@ -56,6 +58,8 @@ class RewardFn:
             raise UserError(self.where, f"returned {type(out).__name__} of length "
                             f"{len(out) if hasattr(out, '__len__') else '?'}; expected a list of "
                             f"{len(completions)} floats or None")
+        # segment credit of the last call (rewards/dense.py), for estimators that ask for it
+        self.parts = [v.parts if isinstance(v, PerSegment) else None for v in out]
         return [self._number(v, i) for i, v in enumerate(out)]
 
     @property
