@@ -22,7 +22,7 @@ from typing import Any, Callable
 from .errors import UserError, did_you_mean
 
 KINDS = ("reward", "advantage", "loss", "aggregation", "regularizer", "sampler", "task", "transform", "tool",
-         "rm_data")
+         "rm_data", "llm")
 _REGISTRY: dict[str, dict[str, Any]] = {kind: {} for kind in KINDS}
 
 
@@ -42,7 +42,7 @@ def register(kind: str, name: str) -> Callable:
 
 def _load_builtins() -> None:
     # Importing the component packages runs their @register decorators.
-    from . import algorithms, rewards, rollout, tasks, transforms  # noqa: F401
+    from . import algorithms, llm, rewards, rollout, tasks, transforms  # noqa: F401
 
 
 def names(kind: str) -> list[str]:

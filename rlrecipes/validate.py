@@ -6,6 +6,7 @@ from pathlib import Path
 
 from .algorithms import ADVANTAGE_INPUTS, LOSS_INPUTS, REGULARIZER_INPUTS
 from .errors import UserError, did_you_mean
+from .llm import check_section
 from .registry import check_params, construct, get, names, signature_params
 from .rewards.combine import LOOP_ARGS
 from .rewards.reward_model import RUN_RM, check_template
@@ -23,6 +24,8 @@ def check_components(recipe) -> None:
     for i, reward in enumerate(recipe.rewards):
         check_params("reward", reward.fn, reward.params, f"rewards[{i}]", provided=(*LOOP_ARGS, "run_dir"),
                      require=False)
+        if "llm" in reward.params:   # an llm client section (llm_judge, a user's judge reward)
+            check_section(reward.params["llm"], f"rewards[{i}].llm")
     check_params("advantage", alg.advantage.fn, alg.advantage.params, "algorithm.advantage",
                  provided=ADVANTAGE_INPUTS)
     check_params("loss", alg.loss.fn, alg.loss.params, "algorithm.loss", provided=LOSS_INPUTS)
