@@ -91,12 +91,12 @@ def test_span_task_rows_gold_and_metrics():
     train, test = task.synthetic("train", 300, seed=0), task.synthetic("test", 200, seed=0)
     assert not {r["prompt"] for r in train} & {r["prompt"] for r in test}
     for row in train[:50]:
-        cells, q = row["prompt"][:-3], row["prompt"][-2]
-        assert len(cells) == 24 and row["prompt"].endswith(f"|{q}:")
+        q, cells = row["prompt"][0], row["prompt"][2:-1]
+        assert len(cells) == 24 and row["prompt"] == f"{q}|{cells}="
         s, e = row["start"], row["end"]
         assert set(cells[s:e + 1]) == {q} and (s == 0 or cells[s - 1] != q) and (e == 23 or cells[e + 1] != q)
         assert 3 <= e - s + 1 <= 8 and task.score(task.gold(row), row) == 1.0
-    row = {"prompt": "......xxxxx.............|x:", "start": 6, "end": 10}
+    row = {"prompt": "x|......xxxxx.............=", "start": 6, "end": 10}
     assert task.gold(row) == "<answer>6 to 10</answer>"
     # [8, 12]: IoU 3/7 = 0.43 -> no hit at 0.5; [7, 10]: 4/5 = 0.8 -> hit at 0.5 and 0.7
     assert task.sample_metrics("<answer>8 to 12</answer>", row) == pytest.approx(
@@ -110,7 +110,7 @@ def test_span_task_rows_gold_and_metrics():
 
 
 TOK = build_tokenizer()
-ROWS = [{"prompt": "aaa...|a:", "start": 0, "end": 2}, {"prompt": "...bbb|b:", "start": 3, "end": 5}]
+ROWS = [{"prompt": "a|aaa...=", "start": 0, "end": 2}, {"prompt": "b|...bbb=", "start": 3, "end": 5}]
 
 
 def _score(prompts, rollout, rows):

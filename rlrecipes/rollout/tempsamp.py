@@ -1,4 +1,4 @@
-"""TempSamp-R1 ground-truth injection (Li et al., arXiv 2509.18056, §3 "mixed-policy sampling";
+"""TempSamp-R1 ground-truth injection (Li et al., arXiv 2509.18056, method: mixed-policy sampling;
 papers/next/tempsamp_r1.md §§1-2; the EasyR1 re-implementation's `_inject_gt_rollout_in_gen_output`).
 
 Every group of G rollouts keeps G - 1 on-policy samples and gets the task's gold answer
@@ -35,7 +35,7 @@ def skewness(x: torch.Tensor) -> float:
 
 @register("sampler", "gt_injection")
 class GTInjection(Uniform):
-    """TempSamp-R1's mixed-policy groups (arXiv 2509.18056, §3): uniform prompt order, and from
+    """TempSamp-R1's mixed-policy groups (arXiv 2509.18056, method section): uniform prompt order, and from
     step `start_step` on every group's slot `slot` holds the gold answer (module docstring)."""
 
     def __init__(self, num_rows: int, seed: int, shuffle: bool = True, slot: int = -1, start_step: int = 1):

@@ -5,7 +5,7 @@ A "video" is a row of `length` cells; each of `events` events is a run of one le
 is background '.'; the query names one event's letter. The answer is the event's first and last
 cell (0-based, inclusive), as the fork's GT text writes a segment ("<answer> s to e </answer>"):
 
-    prompt: "..aaaa.......bbbbbb.....|b:"      gold: "<answer>13 to 18</answer>"
+    prompt: "b|..aaaa.......bbbbbb.....="      gold: "<answer>13 to 18</answer>"
 
 Runs are `min_run`..`max_run` cells long and at least one background cell apart. A prediction
 is judged by its IoU with the gold interval over integer cells (`interval_iou`):
@@ -51,7 +51,7 @@ class Span(Task):
     required_fields = ("prompt", "start", "end")
     metrics = ("miou", "r1_05", "r1_07")
 
-    def __init__(self, length: int = 24, events: int = 2, min_run: int = 3, max_run: int = 8,
+    def __init__(self, length: int = 32, events: int = 3, min_run: int = 3, max_run: int = 8,
                  seed: int = 1234):
         if not 1 <= events <= len(LETTERS):
             raise ValueError(f"events must be in 1..{len(LETTERS)}")
@@ -75,7 +75,8 @@ class Span(Task):
         cells += ["."] * (self.length - len(cells))
         q = rng.choice(letters)
         s, e = spans[q]
-        return {"prompt": f"{''.join(cells)}|{q}:", "answer": f"{s} to {e}", "start": s, "end": e}
+        # the query comes first, so a causal model reads every cell knowing what it looks for
+        return {"prompt": f"{q}|{''.join(cells)}=", "answer": f"{s} to {e}", "start": s, "end": e}
 
     def synthetic(self, split: str, n: int, seed: int, test_size: int = 200) -> list[dict]:
         rng, items, seen = random.Random(self.seed), [], set()
