@@ -104,6 +104,9 @@ def test_span_task_rows_gold_and_metrics():
     assert task.sample_metrics("<answer>7 to 10</answer>", row) == {"miou": 0.8, "r1_05": 1.0, "r1_07": 1.0}
     assert task.extract("<answer>[7, 10]</answer>") == "7 to 10" and task.check("7 to 10", row) == 1.0
     assert task.check(None, row) == 0.0
+    from rlrecipes.errors import UserError
+    with pytest.raises(UserError, match="tau"):
+        interval_iou(None, ["<answer>1 to 2</answer>"], [1], [2], shape=True, tau=1.5)
     with pytest.raises(ValueError, match="raise length"):
         Span(length=10, events=2, max_run=8)
     assert get("task", "span") is Span and get("sampler", "gt_injection") is GTInjection

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 
+from ..errors import UserError
 from ..registry import register
 from ..tasks.span import iou, parse_interval
 
@@ -42,7 +43,7 @@ def interval_iou(prompts, completions, start, end, shape: bool = False, tau: flo
     0 when nothing parses), passed through `soft_shape` when `shape` (TempSamp-R1, arXiv
     2509.18056, method section). An unparsable answer scores IoU 0 and so r~(0) = 0.0868 when shaped."""
     if not 0.0 < tau <= 1.0 or alpha1 <= 0 or alpha2 <= 0:
-        raise ValueError("need 0 < tau <= 1, alpha1 > 0 and alpha2 > 0")
+        raise UserError("rewards.tau", f"need 0 < tau <= 1, alpha1 > 0 and alpha2 > 0 (got {tau}, {alpha1}, {alpha2})")
     out = []
     for c, s, e in zip(completions, start, end):
         v = iou(parse_interval(c), int(s), int(e))
