@@ -8,4 +8,5 @@ from . import boxed, format, length, math, otc, rapo, reward_model  # noqa: F401
 from . import clinical, critic  # noqa: F401,E402  (Clinical-R1, GUI-Critic-R1)
 from . import tool_call  # noqa: F401,E402  (CRAFT-GUI hybrid rule reward)
 from . import interval  # noqa: F401,E402  (TempSamp-R1 IoU and soft shaping)
+from . import cover  # noqa: F401,E402  (SubRL marginal coverage gains)
 from . import llm_judge  # noqa: F401,E402  (LLM-as-judge through an llm client)

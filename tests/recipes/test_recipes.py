@@ -36,7 +36,12 @@ def _short_rm_stages(name: str) -> list[str]:
     return ["stages=" + json.dumps(stages), "rewards=" + json.dumps(rewards)]
 
 
-EXTRA = {"gtpo": ["algorithm.loss.entropy_threshold=100.0"],
+def _own_rewards(name: str) -> list[str]:
+    """Recipes whose point is their reward (segment credit) keep it in place of FAST's."""
+    return ["rewards=" + json.dumps(yaml.safe_load((RECIPES / f"{name}.yaml").read_text())["rewards"])]
+
+
+EXTRA = {"subrl": _own_rewards("subrl"), "gtpo": ["algorithm.loss.entropy_threshold=100.0"],
          "spo": ["data.train_size=12", "algorithm.advantage.offline_n=2"],
          "safe_mogrpo": _short_rm_stages("safe_mogrpo"), "polar": _short_rm_stages("polar")}
 
