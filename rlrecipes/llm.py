@@ -8,7 +8,8 @@ writer), selected in a recipe like any component (registry kind `llm`, issue 19 
 
 Contract (`LLM`): `complete(prompts, **overrides) -> list[str]`, one reply per prompt, in order.
 A prompt is a string (one user message) or a chat, a list of `{role, content}` messages.
-Overrides every client takes: `temperature` (0 = greedy) and `max_tokens` (new tokens per reply).
+Overrides every client takes: `temperature` (0 = greedy), `max_tokens` (new tokens per reply) and
+`seed` (local_hf: this call's sampling seed; openai_compatible: sent as the API's `seed`; mock: unused).
 A component gets its client from its YAML section with `client(section, field)` (built once per
 process per distinct section, parameters checked by the registry, a bad one a one-line UserError
 naming `field.<param>`); `check_section` runs the same checks at `rlrecipes validate`.
@@ -41,7 +42,7 @@ from typing import Any, Literal
 from .errors import UserError
 from .registry import check_params, construct, get, register
 
-OVERRIDES = ("temperature", "max_tokens")
+OVERRIDES = ("temperature", "max_tokens", "seed")
 _CLIENTS: dict[str, "LLM"] = {}
 _HF: dict[tuple, tuple] = {}   # (path, device, dtype, trust_remote_code) -> (model, tokenizer)
 
@@ -185,7 +186,7 @@ class OpenAICompatible(LLM):
                      **({"top_p": top_p} if top_p is not None else {}), **(extra_body or {})}
 
     def complete(self, prompts: list, **overrides) -> list[str]:
-        body = {**self.body, **self._overrides(overrides)}
+        body = {**self.body, **{k: v for k, v in self._overrides(overrides).items() if v is not None}}
         if len(prompts) <= 1 or self.concurrency == 1:
             return [self._post(p, body) for p in prompts]
         with ThreadPoolExecutor(min(self.concurrency, len(prompts))) as pool:
@@ -270,9 +271,9 @@ class LocalHF(LLM):
         opts = {**self.sampling, **self._overrides(overrides)}
         texts = [self.render(p) for p in prompts]
         return [reply for start in range(0, len(texts), self.batch_size)
-                for reply in self._generate(texts[start:start + self.batch_size], opts)]
+                for reply in self._generate(texts[start:start + self.batch_size], opts, start)]
 
-    def _generate(self, texts: list[str], opts: dict) -> list[str]:
+    def _generate(self, texts: list[str], opts: dict, start: int) -> list[str]:
         import torch
         from .rollout.generate import completion_mask, decode, encode_prompts
         tok = self.tokenizer
@@ -284,7 +285,8 @@ class LocalHF(LLM):
         # seeded per call and outside the global RNG: a judge must not change the policy's samples
         devices = [self.device] if self.device.type == "cuda" else []
         with torch.no_grad(), torch.random.fork_rng(devices=devices):
-            torch.manual_seed(self.seed * 1_000_003 + self.calls)
+            seed = opts["seed"] * 1_000_003 + start if opts.get("seed") is not None else self.seed * 1_000_003 + self.calls
+            torch.manual_seed(seed)
             out = self.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=opts["max_tokens"],
                                       pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, **kwargs)
         new = out[:, ids.shape[1]:]

@@ -26,6 +26,7 @@ from .rollout.multiturn import make_generator
 from .rollout.tools import require_sandbox, tool_sandbox
 from .registry import construct, get
 from .rewards.combine import RewardFn, check_columns
+from .practice_stage import run_practice
 from .rm import run_rm
 from .sft import run_sft
 from .tasks import load_splits
@@ -120,18 +121,19 @@ def train(recipe, output_dir: str | None = None, say=print, resume: str | None =
     if resume:
         run_dir = checkpoint.find_run(recipe.name) if resume == "latest" else Path(resume)
         checkpoint.check_same_recipe(run_dir, recipe)
-        resume_from = checkpoint.latest_checkpoint(run_dir)
-        if resume_from is None:
-            raise UserError(str(run_dir), "no complete checkpoint to resume from", "start a new run")
-        done = json.loads((resume_from / "trainer_state.json").read_text())["step"]
-        if done >= recipe.train.steps:
-            raise UserError("train.steps", f"nothing to do: {run_dir} is at step {done} of "
-                            f"{recipe.train.steps}", f"raise it, e.g. -o train.steps={done * 2}")
+        if any(s.kind == "rl" for s in recipe.stages):   # a practice stage resumes from its own state file
+            resume_from = checkpoint.latest_checkpoint(run_dir)
+            if resume_from is None:
+                raise UserError(str(run_dir), "no complete checkpoint to resume from", "start a new run")
+            done = json.loads((resume_from / "trainer_state.json").read_text())["step"]
+            if done >= recipe.train.steps:
+                raise UserError("train.steps", f"nothing to do: {run_dir} is at step {done} of "
+                                f"{recipe.train.steps}", f"raise it, e.g. -o train.steps={done * 2}")
     else:
         run_dir = make_run_dir(recipe, output_dir, acc)
     set_seed(recipe.train.seed)
     main = acc.is_main_process
-    if main and not resume_from:
+    if main and not resume:
         write_manifest(run_dir, recipe, acc, recipe_path)
     say = say if main else (lambda *a, **k: None)
     task = construct(get("task", recipe.data.task), "data.params", **recipe.data.params)
@@ -148,20 +150,21 @@ def train(recipe, output_dir: str | None = None, say=print, resume: str | None =
                           test_prompts=format_prompts(tokenizer, [task.prompt(r) for r in test_rows], chat, test_rows),
                           format=lambda texts, rows=None: format_prompts(tokenizer, texts, chat, rows),
                           generator=make_generator(recipe, task))
-    say(f"run directory: {run_dir}" + (f" (resuming from {resume_from.name})" if resume_from else ""))
+    say(f"run directory: {run_dir}" + (f" (resuming from {resume_from.name})" if resume_from else
+                                        " (resuming)" if resume else ""))
     if tool_sandbox(recipe) == "unsafe_local":
         say("warning: the python tool runs model-written code WITHOUT isolation (sandbox: unsafe_local)")
     rm_scores = {}
     for i, stage in enumerate(recipe.stages):
         if stage.kind == "rm":
-            if main and not resume_from:
+            if main and not resume:
                 with StepProgress("rm", stage.steps or 0, ("rm_loss",), enabled=main) as bar:
                     rm_scores[f"stages[{i}]"] = run_rm(recipe, stage, i, run_dir, task, train_rows, test_rows,
                                                        acc.device, log=bar.update, say=say)
             acc.wait_for_everyone()
         if stage.kind == "sft":
             base_path = str(run_dir / "sft-model")
-            if main and not resume_from:
+            if main and not resume:
                 with StepProgress("sft", stage.steps or 0, ("sft_loss",), enabled=main) as bar:
                     run_sft(recipe, stage, resolve_path(recipe.model), tokenizer, task, train_rows,
                             ctx.train_prompts, base_path, acc.device, log=bar.update, format_fn=ctx.format)
@@ -172,6 +175,10 @@ def train(recipe, output_dir: str | None = None, say=print, resume: str | None =
     try:
         if any(s.kind == "rl" for s in recipe.stages):
             summary["eval"] = rl_stage(ctx, base_path, resume_from)
+        for i, stage in enumerate(recipe.stages):
+            if stage.kind == "practice" and main:   # LLM calls, not gradients: one process
+                summary["eval"] = run_practice(ctx, stage, i, resuming=bool(resume))
+        acc.wait_for_everyone()
         summary["status"] = "finished"
     except TrainingStopped as stop:
         summary["status"] = f"stopped: {stop}"

@@ -105,14 +105,38 @@ class RewardModelStage(Strict):
     eval_size: Int = Field(256, gt=0)   # held-out examples (from test rows) scored at the end
 
 
+class PracticeRender(Strict):
+    """How the library is shown before a question (Training-Free GRPO's fmt(E), the authors' code)."""
+    header: str = ("When solving problems, you MUST first carefully read and understand the helpful "
+                   "instructions and experiences:\n")
+    line: str = "[{id}]. {text}"
+    sep: str = "\n\n"
+
+
+class PracticeStage(Strict):
+    """What a `practice` stage runs (rlrecipes/practice.py): Training-Free GRPO, arXiv 2510.08191."""
+    llm: Component                  # every role's client unless `roles` names one
+    roles: dict[Literal["policy", "summary", "advantage", "update"], Component] = {}
+    rows: Int | None = Field(None, gt=0)   # use the first N training rows (the paper: 100 problems)
+    epochs: Int = Field(3, gt=0)
+    batch_size: Int = Field(100, gt=0)   # questions per library update
+    group_size: Int = Field(5, gt=0)
+    temperature: Float = Field(0.7, ge=0)   # rollouts
+    num_experiences: Int = Field(1, gt=0)   # lessons per kept group
+    use_ground_truth: Bool = True   # shows the answer to the LLM roles and filters to 0 < mean < 1
+    json_retries: Int = Field(3, ge=0)
+    render: PracticeRender = PracticeRender()
+
+
 class Stage(Strict):
-    kind: Literal["sft", "rm", "rl"]
+    kind: Literal["sft", "rm", "rl", "practice"]
     steps: Int | None = Field(None, ge=0)
     lr: Float | None = Field(None, gt=0)
     batch_size: Int = Field(32, gt=0)
     adapter: Literal["none", "lora"] = "none"
     transform: Component | None = None  # sft only: rewrites (question, gold) per example
     rm: RewardModelStage | None = None  # rm only: what the reward model learns
+    practice: PracticeStage | None = None  # practice only: the experience-library loop
 
 
 class Reward(Component):

@@ -29,3 +29,6 @@ def thought_dropout(question: str, gold: str, row: dict, rng, p: float = 0.5) ->
     if rng.random() < p and THOUGHT_RE.search(gold):
         gold = THOUGHT_RE.sub(EMPTY_THOUGHT, gold, count=1)
     return question, gold
+
+
+from . import practice_tiny  # noqa: F401,E402  (registers experience_tips: Training-Free GRPO tiny analogue)
