@@ -209,6 +209,8 @@ def test_local_hf_tiny_greedy_batched_and_rng_untouched(on_cpu):
     again = client({"fn": "local_hf", "model": "tiny", "max_new_tokens": 6, "temperature": 1.0, "seed": 3},
                    "other")                                            # a new client, same seed: same samples
     assert again.complete(prompts) == first
+    assert sampled.complete(prompts, seed=7) == again.complete(prompts, seed=7)   # a seed override fixes a call
+    assert sampled.complete(prompts, seed=7) != sampled.complete(prompts, seed=8)
     assert not c.use_template and c.render([{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]) \
         == "a\n\nb"                                                    # no chat template: plain text
 
