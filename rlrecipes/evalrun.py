@@ -91,7 +91,8 @@ def run_eval_command(target: Path, checkpoint_name: str, preset, overrides, samp
 
     def judge(m) -> dict[str, list[float]]:
         torch.manual_seed(recipe.train.seed)  # the same sampling noise for both sides of a comparison
-        return evaluate(m, tokenizer, task, rows, prompts, samples, gen, device, ks, generate_fn=generator)
+        return evaluate(m, tokenizer, task, rows, prompts, samples, gen, device, ks, generate_fn=generator,
+                        format_fn=lambda texts, rws=None: format_prompts(tokenizer, texts, recipe.model.chat_template, rws))
 
     values = judge(model)
     result = {"checkpoint": checkpoint_name, "split": split, **summarize(values), "samples": samples}

@@ -15,6 +15,10 @@
   samples, then mean ± interval over the problems where it applies; counts X_tp/X_fp/X_fn give
   X_precision, X_recall and X_f1 over all samples (every problem has the same n samples, so
   summed per-problem shares are proportional to the counts).
+- consistency@K (a task whose rows have paraphrases, `task.variants(row)`: Info-consistent GRPO,
+  arXiv 2512.12858): one more sample for each of a problem's K phrasings; 1 when the K extracted
+  answers are identical and present, else 0. With it `h_grp`, the group instability of those K
+  answers (rewards/info_consistency.py), and `acc_v<k>`, the accuracy on phrasing k.
 """
 from __future__ import annotations
 
@@ -160,12 +164,16 @@ def summarize(values: dict[str, list[float]]) -> dict:
 
 @torch.no_grad()
 def evaluate(model, tokenizer, task, rows, prompts, samples: int, gen, device, ks=(1,),
-             batch_size: int = 256, generate_fn=generate) -> dict[str, list[float]]:
+             batch_size: int = 256, generate_fn=generate, format_fn=None) -> dict[str, list[float]]:
     """Judge `samples` completions of each row with `task.score`; returns the per-problem values
     of every metric (`summarize` turns them into means and intervals; comparisons pair them).
-    Per-sequence stats of the generator (tool calls...) become per-problem means too."""
+    Per-sequence stats of the generator (tool calls...) become per-problem means too.
+    `format_fn(texts, rows)`: raw questions -> prompts (the run's chat template), for the
+    paraphrases of a task with `variants` (consistency@K)."""
     correct, answers, stats = [], [], {}
-    extra: dict[str, list[float]] = {name: [] for name in getattr(task, "metrics", ())}
+    paraphrased = hasattr(task, "variants")
+    grouped = set(variant_names(len(task.variants(rows[0])))) if paraphrased and rows else set()
+    extra: dict[str, list[float]] = {name: [] for name in getattr(task, "metrics", ()) if name not in grouped}
     per_call = max(1, batch_size // samples)
     for start in range(0, len(rows), per_call):
         chunk_rows, chunk_prompts = rows[start:start + per_call], prompts[start:start + per_call]
@@ -186,4 +194,36 @@ def evaluate(model, tokenizer, task, rows, prompts, samples: int, gen, device, k
     if task.regression:
         values["pred"] = [task.predicted(ans) for ans in answers]
         values["label"] = [task.label(row) for row in rows]
+    if paraphrased:
+        if format_fn is None:
+            raise ValueError(f"task {task.name!r} has paraphrases: evaluate needs format_fn")
+        values.update(variant_values(model, tokenizer, task, rows, gen, device, batch_size, generate_fn, format_fn))
     return values
+
+
+def variant_names(k: int) -> list[str]:
+    return [f"consistency@{k}", "h_grp", *[f"acc_v{i}" for i in range(k)]]
+
+
+def variant_values(model, tokenizer, task, rows, gen, device, batch_size: int, generate_fn, format_fn) -> dict:
+    """Per-problem consistency@K, h_grp and acc_v<k> from one sample of each of the K phrasings."""
+    from .rewards.info_consistency import group_entropy
+    K = len(task.variants(rows[0]))
+    out: dict[str, list[float]] = {name: [] for name in variant_names(K)}
+    per_call = max(1, batch_size // K)
+    for start in range(0, len(rows), per_call):
+        chunk = rows[start:start + per_call]
+        questions = [task.variants(row) for row in chunk]
+        if any(len(q) != K for q in questions):
+            raise ValueError(f"every problem needs the same number of paraphrases ({K} in the first)")
+        rollout = generate_fn(model, tokenizer, format_fn([q for qs in questions for q in qs],
+                                                          [row for row in chunk for _ in range(K)]),
+                              gen, device, repeat=1)
+        for i, row in enumerate(chunk):
+            texts = rollout.texts[i * K:(i + 1) * K]
+            answers = [task.extract(t) for t in texts]
+            out[f"consistency@{K}"].append(float(answers[0] is not None and len(set(answers)) == 1))
+            out["h_grp"].append(group_entropy([frozenset([a]) if a is not None else frozenset() for a in answers]))
+            for k, t in enumerate(texts):
+                out[f"acc_v{k}"].append(float(task.score(t, row)))
+    return out

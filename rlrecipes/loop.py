@@ -38,7 +38,7 @@ def run_eval(ctx, model, label: str) -> dict:
     gen = r.generation.model_copy(update={"temperature": r.eval.temperature or r.generation.temperature})
     with sharding.gathered(acc.unwrap_model(model)) as whole:
         values = evaluate(whole, ctx.tokenizer, ctx.task, rows[mine], prompts[mine],
-                          r.eval.samples, gen, acc.device, r.eval.k, generate_fn=ctx.generator)
+                          r.eval.samples, gen, acc.device, r.eval.k, generate_fn=ctx.generator, format_fn=ctx.format)
     if acc.num_processes > 1:
         from accelerate.utils import gather_object
         parts = gather_object([values])

@@ -18,6 +18,7 @@ from . import credit
 from .algorithms.advantages import nanstd
 from .registry import call_with, construct, get, signature_params
 from .rewards.combine import combine, score
+from .rollout.samplers import step_prompts
 from .update import fixed_logprobs, micro_batches, update
 
 
@@ -75,11 +76,13 @@ def rl_step(ctx, step: int) -> dict:
     P = acc.num_processes
     mine = idx[acc.process_index::P]
     rows = [ctx.train_rows[i] for i in mine for _ in range(G)]
-    prompts = [ctx.train_prompts[i] for i in mine]
+    # G rows per prompt, or a mixed-group sampler's own prompts per row (rollout/samplers.py)
+    prompts, repeat = step_prompts(comp.sampler, [ctx.train_rows[i] for i in mine],
+                                   [ctx.train_prompts[i] for i in mine], G, ctx.format)
     t_gen = time.perf_counter()
-    rollout = ctx.generate(prompts, repeat=G)
+    rollout = ctx.generate(prompts, repeat=repeat)
     gen_time = time.perf_counter() - t_gen
-    rewards_NK = score(ctx.reward_fns, [p for p in prompts for _ in range(G)], rollout.texts, rows, G, step,
+    rewards_NK = score(ctx.reward_fns, [p for p in prompts for _ in range(repeat)], rollout.texts, rows, G, step,
                        rollout.completion_ids())
     score_time = time.perf_counter() - t_gen - gen_time
     refined = {}

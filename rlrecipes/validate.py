@@ -196,7 +196,7 @@ def _check_eval_metrics(recipe) -> None:
     from .rollout.multiturn import TOOL_STATS
     ck, ev = recipe.checkpoint, recipe.eval
     tools = TOOL_STATS if recipe.generation.tools else ()
-    task = get("task", recipe.data.task)
+    task = construct(get("task", recipe.data.task), "data.params", **recipe.data.params)  # metrics may follow params
     names = reported(ev.k, ev.samples, task.regression, tools, task.metrics)
     if ck.best_metric is not None:
         if not (ev.every and ev.every < recipe.train.steps) and not ev.at_end:
