@@ -51,6 +51,18 @@ def test_a_hanging_reward_times_out_naming_it():
     assert Reward(fn="accuracy").timeout_s == 60
 
 
+def test_prepare_runs_once_outside_the_deadline():
+    """A reward's `prepare` (reward_model loads its model there) is not timed: a 0.6 s load with
+    timeout_s 0.3 passes, once, with the reward's YAML parameters."""
+    from tests import user_rewards
+    user_rewards.PREPARED.clear()
+    fn = RewardFn(Reward(fn="tests.user_rewards:slow_to_load_reward", timeout_s=0.3, size=2), 0)
+    for _ in range(2):
+        out = score([fn], ["p"] * 2, ["a", "b"], [{"prompt": "p"}] * 2, 2, 1)
+        assert out.tolist() == [[2.0], [2.0]]
+    assert user_rewards.PREPARED == [2]
+
+
 def test_reward_errors_name_the_sample_and_the_reward():
     rows = [{"prompt": "p"}] * 3
     picky = RewardFn(Reward(fn="tests.user_rewards:picky_reward"), 0)

@@ -54,3 +54,21 @@ def text_reward(prompts, completions, **kwargs):
 
 def short_reward(prompts, completions, **kwargs):
     return [1.0] * (len(completions) - 1)
+
+
+PREPARED = []
+
+
+def slow_to_load_reward(prompts, completions, size: int = 1, **kwargs):
+    """Fast to call once `prepare` (slow, like loading a large reward model) has run."""
+    assert PREPARED, "prepare runs before the first call"
+    return [float(size)] * len(completions)
+
+
+def _slow_prepare(size: int = 1, **kwargs):
+    import time
+    time.sleep(0.6)
+    PREPARED.append(size)
+
+
+slow_to_load_reward.prepare = _slow_prepare

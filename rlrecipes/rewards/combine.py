@@ -26,6 +26,10 @@ class RewardFn:
         # a reward that names `run_dir` (reward_model's `model: rm`) is given the run directory
         bound = {"run_dir": run_dir} if "run_dir" in inspect.signature(fn).parameters else {}
         self.fn = functools.partial(fn, **spec.params, **bound)
+        # `fn.prepare(**params)`, when a reward has one (reward_model: load the model), runs once
+        # before the first call and outside the deadline: a slow load is not a hung reward
+        prepare = getattr(fn, "prepare", None)
+        self._prepare = None if prepare is None else functools.partial(prepare, **spec.params, **bound)
         self.name = spec.label
         self.weight = spec.weight
         self.timeout_s = spec.timeout_s
@@ -67,6 +71,9 @@ class RewardFn:
         return f"{self.field} ({self.name})"
 
     def _call(self, kwargs: dict):
+        if self._prepare is not None:
+            prepare, self._prepare = self._prepare, None
+            prepare()
         with Deadline(self.timeout_s):
             return self.fn(**kwargs)
 

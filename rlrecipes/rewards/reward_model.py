@@ -1,7 +1,7 @@
 """Learned reward models: a Hugging Face sequence classifier scores each (prompt, completion).
 
     rewards:
-      - {fn: reward_model, model: /models/my-rm, timeout_s: 600}   # a hub id or local path
+      - {fn: reward_model, model: /models/my-rm}   # a hub id or local path (loaded outside timeout_s)
       - {fn: reward_model, model: rm, reference_column: reference}  # the model this run's rm stage trained
 
 `model` is a hub id, a local directory, or `rm`: `<run>/rm-model`, written by the recipe's `rm`
@@ -132,6 +132,16 @@ def head_index(head: int | str, labels: list[str], k: int) -> int:
     return head
 
 
+def _device() -> torch.device:
+    return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+
+
+def prepare(model: str, trust_remote_code: bool = False, run_dir=None, **_) -> None:
+    """Load the model before the first call (RewardFn runs this outside `timeout_s`, so loading a
+    large RM does not count against the scoring deadline)."""
+    load(resolve(model, run_dir), _device(), trust_remote_code)
+
+
 @register("reward", "reward_model")
 def reward_model(prompts, completions, model: str, head: int | str = 0, template: str | None = None,
                  reference_column: str | None = None, squash: Literal["none", "sigmoid"] = "none",
@@ -143,8 +153,7 @@ def reward_model(prompts, completions, model: str, head: int | str = 0, template
     the one the rm stage trained with, else "{prompt}{completion}". `squash: sigmoid` maps a logit
     to (0, 1)."""
     path = resolve(model, run_dir)
-    device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
-    net, tok, meta = load(path, device, trust_remote_code)
+    net, tok, meta = load(path, _device(), trust_remote_code)
     template = template or meta.get("template", "{prompt}{completion}")
     labels = meta.get("labels") or [net.config.id2label.get(i, str(i)) for i in range(net.config.num_labels)]
     k = head_index(head, labels, net.config.num_labels)
@@ -166,3 +175,6 @@ def reward_model(prompts, completions, model: str, head: int | str = 0, template
     if squash == "sigmoid":
         values = values.sigmoid()
     return values.tolist()
+
+
+reward_model.prepare = prepare
