@@ -206,6 +206,20 @@ def test_rewards_see_each_group_of_paraphrases(tmp_path):
     assert all(math.isfinite(r["loss"]) for r in rows if "loss" in r)
 
 
+def test_fast_engine_and_prefix_sharing_train_mixed_groups_as_the_plain_path(tmp_path):
+    """Mixed groups through the fast engine, with and without the shared-prefix forward: the same
+    losses (the packing is by identical prompt, so each phrasing is its own packed sequence)."""
+    losses = []
+    for share in ("false", "true"):
+        r = load_recipe("recipes/info_consistent.yaml", "tiny", _overrides("generation.engine=fast",
+                                                                           f"train.prefix_sharing={share}"))
+        train(r, str(tmp_path / share), say=lambda *a: None)
+        rows = [json.loads(line) for line in (tmp_path / share / "metrics.jsonl").read_text().splitlines()]
+        losses.append([v for m in rows if "loss" in m for v in (m["loss"], m["kl"], m["reward_mean"])])
+    assert len(losses[0]) == 6
+    assert losses[0] == pytest.approx(losses[1], abs=1e-4)
+
+
 def test_resume_with_mixed_groups_is_exact(tmp_path):
     """The sampler's order and variant draws round-trip through the checkpoint: steps 3-4 of a run
     resumed at step 2 equal the uninterrupted run's."""
