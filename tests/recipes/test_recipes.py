@@ -41,7 +41,7 @@ def _own_rewards(name: str) -> list[str]:
     return ["rewards=" + json.dumps(yaml.safe_load((RECIPES / f"{name}.yaml").read_text())["rewards"])]
 
 
-EXTRA = {"subrl": _own_rewards("subrl"), "gtpo": ["algorithm.loss.entropy_threshold=100.0"],
+EXTRA = {"subrl": _own_rewards("subrl"), "hrpo": _own_rewards("hrpo"), "gtpo": ["algorithm.loss.entropy_threshold=100.0"],
          "spo": ["data.train_size=12", "algorithm.advantage.offline_n=2"],
          "safe_mogrpo": _short_rm_stages("safe_mogrpo"), "polar": _short_rm_stages("polar")}
 
