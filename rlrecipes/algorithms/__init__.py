@@ -7,6 +7,7 @@ loss, regularizer: see LOSS_INPUTS below
 """
 from . import advantages, capo, group_losses, kl, losses, pairwise, regularizers, token_credit, trackers  # noqa: F401
 from . import tempsamp  # noqa: F401,E402  (TempSamp-R1 advantage anchoring)
+from . import salt  # noqa: F401,E402  (SALT trajectory-graph step advantages)
 
 # What the loop can give advantage estimators, by parameter name (B prompts x G completions of
 # the whole step, gathered over ranks): combined rewards (positional) and per reward function,

@@ -10,5 +10,6 @@ from . import span  # noqa: F401,E402  (TempSamp-R1 interval grounding)
 from . import cover  # noqa: F401,E402  (SubRL coverage)
 from . import paraphrase  # noqa: F401,E402  (Info-consistent GRPO paraphrased sums)
 from . import mas_plan  # noqa: F401,E402  (MasHost team plans)
+from . import tool_chain  # noqa: F401,E402  (SALT multi-lookup sums)
 from .base import Task  # noqa: F401
 from .loaders import load_splits  # noqa: F401
