@@ -126,7 +126,8 @@ def rl_step(ctx, step: int) -> dict:
         **{f"reward/{f.name}": all_K[:, k].nanmean().item() for k, f in enumerate(ctx.reward_fns)},
         "completion_len": mask_NT.sum(1).float().mean().item(),
         "truncated_frac": rollout.truncated_N.float().mean().item(),
-        **{f"tool/{k}": v.float().mean().item() for k, v in rollout.stats.items()},
+        **{("injected_frac" if k == "injected" else f"tool/{k}"): v.float().mean().item()
+           for k, v in rollout.stats.items()},
         "lr": ctx.scheduler.get_last_lr()[0], "step_time": time.perf_counter() - t0,
         "gen_tokens_per_s": mask_NT.sum().item() / gen_time, "time/generate": gen_time, "time/score": score_time})
     if torch.cuda.is_available():

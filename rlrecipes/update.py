@@ -32,6 +32,12 @@ def _tensors(rollout, idx):
             rollout.completion_ids_NT[idx], rollout.completion_mask_NT[idx])
 
 
+def _injected(rollout, idx) -> torch.Tensor:
+    """Which rows of `idx` hold an injected completion (rollout/inject.py), bool."""
+    flags = rollout.stats.get("injected")
+    return torch.zeros(len(idx), dtype=torch.bool) if flags is None else flags[torch.as_tensor(idx)].cpu()
+
+
 def _vision(rollout, idx):
     return None if rollout.vision is None else rollout.vision.select(idx)
 
@@ -143,7 +149,7 @@ def micro_loss(ctx, rollout, idx, adv_N, reward_N, old_NT, ref_NT, mask_NT, den,
               "ref_logp_NT": None if ref_NT is None else ref_NT[idx], "entropy_NT": entropy_NT,
               "ids_NT": rollout.completion_ids_NT[idx], "rewards_N": reward_N[idx].to(logp_NT.device),
               "group_size": r.train.group_size, "step": step, "total_steps": r.train.steps,
-              **(extras or {})}
+              "injected_N": _injected(rollout, idx), **(extras or {})}
     loss_NT, metrics = call_with(comp.loss, inputs, comp.loss_params)
     for fn, params in comp.regularizers:
         term_NT, m = call_with(fn, inputs, params)

@@ -177,15 +177,18 @@ def _check_rules(recipe) -> None:
 def _check_whole_groups(recipe) -> None:
     """Losses that compare a prompt's completions (they take `group_size`) need every mini- and
     micro-batch to hold whole groups."""
-    train = recipe.train
-    if "group_size" not in signature_params(get("loss", recipe.algorithm.loss.fn)).parameters:
+    train, alg = recipe.train, recipe.algorithm
+    grouped = [f"loss {alg.loss.fn!r}"] if "group_size" in signature_params(get("loss", alg.loss.fn)).parameters else []
+    grouped += [f"regularizer {r.fn!r}" for r in alg.regularizers
+                if "group_size" in signature_params(get("regularizer", r.fn)).parameters]
+    if not grouped:
         return
     G, N = train.group_size, train.prompts_per_step * train.group_size
     if (N // train.mini_batches) % G:
-        raise UserError("train.mini_batches", f"loss {recipe.algorithm.loss.fn!r} needs whole groups: "
+        raise UserError("train.mini_batches", f"{grouped[0]} needs whole groups: "
                         f"{N} // {train.mini_batches} is not a multiple of group_size {G}")
     if train.micro_batch_size and train.micro_batch_size % G:
-        raise UserError("train.micro_batch_size", f"loss {recipe.algorithm.loss.fn!r} needs whole groups: "
+        raise UserError("train.micro_batch_size", f"{grouped[0]} needs whole groups: "
                         f"use a multiple of group_size {G}")
 
 

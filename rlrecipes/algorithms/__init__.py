@@ -25,6 +25,8 @@ ADVANTAGE_INPUTS = ("rewards_BG", "rewards_BGK", "reward_weights_K", "group_size
 # token ids, advantage and combined reward per row, group size, RL step and total steps.
 LOSS_INPUTS = ("logp_NT", "old_logp_NT", "ref_logp_NT", "entropy_NT", "mask_NT", "ids_NT", "adv_N",
                "rewards_N", "group_size", "step", "total_steps",
+               # rows whose completion was injected (Batch.inject: a gold, an anchor), bool [N]
+               "injected_N",
                # only computed for a loss that names them (last-layer models such as CAPO):
                "hidden_NTD", "probs_NTV")
 REGULARIZER_INPUTS = LOSS_INPUTS

@@ -55,6 +55,7 @@ class Batch:
     tokenizer: object = None                                 # for injected completions (`inject`)
     gold_of: Callable | None = None                          # row -> the task's gold completion
     injected: list[int] = field(default_factory=list)        # rows whose completion was injected
+    branches: object = None   # rows cut from these rows, trained beside them (rlrecipes/branches.py)
 
     def draw(self, idx: list[int], repeat: int) -> tuple[list[dict], list[str]]:
         """(rows, formatted prompts) of training rows `idx`, each `repeat` times in a row."""
@@ -84,6 +85,9 @@ class Batch:
         source_NK = self.score(self.format([self.question_of(r) for r in rows], rows), source, rows)
         self.replace(dest, source, list(range(len(dest))), source_NK, [True] * len(dest))
         self.injected += list(dest)
+        flags = torch.zeros(len(self.rollout), dtype=torch.bool, device=self.rollout.truncated_N.device)
+        flags[self.injected] = True
+        self.rollout.stats["injected"] = flags   # the loss input injected_N; metric injected_frac
 
 
 @register("sampler", "uniform")
