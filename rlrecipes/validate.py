@@ -59,6 +59,7 @@ def check_components(recipe) -> None:
             check_params("transform", stage.transform.fn, stage.transform.params,
                          f"stages[{i}].transform", provided=TRANSFORM_INPUTS)
         _check_rm_stage(recipe, i, stage)
+        _check_practice_stage(recipe, i, stage)
     _check_rm_rewards(recipe)
     _check_rules(recipe)
 
@@ -93,6 +94,33 @@ def _check_rm_stage(recipe, i: int, stage) -> None:
     check_template(cfg.template, f"{where}.rm.template")
     if cfg.init == "sft" and not any(s.kind == "sft" for s in recipe.stages[:i]):
         raise UserError(f"{where}.rm.init", "init: sft needs an sft stage before this one")
+
+
+def _check_practice_stage(recipe, i: int, stage) -> None:
+    """A practice stage (Training-Free GRPO) has a practice section with valid llm sections, and
+    runs instead of RL: no steps, no rl stage beside it."""
+    where = f"stages[{i}]"
+    if stage.kind != "practice":
+        if stage.practice is not None:
+            raise UserError(f"{where}.practice", f"only practice stages take a practice section (this one is {stage.kind})")
+        return
+    cfg = stage.practice
+    if cfg is None:
+        raise UserError(f"{where}.practice", "a practice stage needs a practice section",
+                        "e.g. practice: {llm: {fn: openai_compatible, base_url: ..., model: ...}}")
+    if stage.steps is not None:
+        raise UserError(f"{where}.steps", "a practice stage runs practice.epochs over the data; it takes no steps")
+    if any(s.kind == "rl" for s in recipe.stages):
+        raise UserError(f"{where}.kind", "a practice stage learns a library instead of weights; "
+                        "it cannot share a recipe with an rl stage")
+    check_section(cfg.llm, f"{where}.practice.llm")
+    for role, section in cfg.roles.items():
+        check_section(section, f"{where}.practice.roles.{role}")
+    try:
+        cfg.render.line.format(id="G0", text="x")
+    except (KeyError, IndexError, ValueError) as exc:
+        raise UserError(f"{where}.practice.render.line", f"{cfg.render.line!r} does not format: {exc}",
+                        "it may name {id} and {text}") from None
 
 
 def _check_rm_rewards(recipe) -> None:
@@ -201,6 +229,9 @@ def _check_eval_metrics(recipe) -> None:
     tools = TOOL_STATS if recipe.generation.tools else ()
     task = construct(get("task", recipe.data.task), "data.params", **recipe.data.params)  # metrics may follow params
     names = reported(ev.k, ev.samples, task.regression, tools, task.metrics)
+    sampler = get("sampler", recipe.algorithm.sampler.fn)   # a sampler's own eval values (anytime accuracy)
+    if hasattr(sampler, "eval_names"):
+        names += sampler.eval_names(**recipe.algorithm.sampler.params)
     if ck.best_metric is not None:
         if not (ev.every and ev.every < recipe.train.steps) and not ev.at_end:
             raise UserError("checkpoint.best_metric", "no eval runs during or at the end of training",
