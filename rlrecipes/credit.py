@@ -27,8 +27,12 @@ def check(comp, alg) -> bool:
         if "adv_N" in signature_params(fn).parameters and not getattr(fn, "token_advantages", False):
             raise UserError(f"algorithm.regularizers[{i}].fn", f"this regularizer reads one advantage per "
                             f"sequence, but {how}", "drop it or use a sequence-level advantage")
-    if comp.refiners or comp.replayers:
-        raise UserError("algorithm.sampler.fn" if comp.refiners else "algorithm.loss.params.replay",
+    # A refined row's reward parts are those of the rows it replaced (or of whatever the refiner
+    # scored last): only an estimator that reads them is refused; masks and ids come from the
+    # refined rollout (BRPO's budget summaries refine and read mask_BGT).
+    reads_parts = set(signature_params(comp.advantage).parameters) & {"segments_BGK", "token_rewards_BGT"}
+    if (comp.refiners and reads_parts) or comp.replayers:
+        raise UserError("algorithm.sampler.fn" if comp.refiners and reads_parts else "algorithm.loss.params.replay",
                         f"{how}; batches reworked after scoring (refining samplers, replay) are not supported "
                         "with token-level credit yet", "use the uniform sampler and no replay")
     return True
@@ -50,7 +54,8 @@ def step_inputs(ctx, rollout, rewards_NK: torch.Tensor, group_size: int, wants) 
     N, T = ids_NT.shape
     drop, known = {tok.eos_token_id, tok.pad_token_id}, len(tok)
     segments = []
-    for n in range(N):
+    parts_wanted = {"segments_BGK", "token_rewards_BGT"} & set(wants)
+    for n in range(N if parts_wanted else 0):
         ids = ids_NT[n].tolist()
         keep = [bool(m) and t not in drop and t < known for t, m in zip(ids, cmask_NT[n].tolist())]
         ends, row = None, []
@@ -65,7 +70,7 @@ def step_inputs(ctx, rollout, rewards_NK: torch.Tensor, group_size: int, wants) 
     weights = [f.weight for f in ctx.reward_fns]
     last = _last_positions(mask_NT)
     rewards_NT = torch.stack([token_rewards(T, segments[n], rewards_NK[n].tolist(), weights, last[n])
-                              for n in range(N)]) if N else torch.zeros(0, T)
+                              for n in range(N)]) if N and parts_wanted else torch.zeros(N, T)
     tensors = {"token_rewards_BGT": rewards_NT, "mask_BGT": mask_NT.float(), "ids_BGT": ids_NT}
     if acc.num_processes > 1:
         from accelerate.utils import gather_object

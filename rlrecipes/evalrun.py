@@ -88,11 +88,18 @@ def run_eval_command(target: Path, checkpoint_name: str, preset, overrides, samp
         raise UserError("--k", f"k={bad[0]} must be between 1 and --samples={samples}")
     gen = recipe.generation.model_copy(update={"temperature": recipe.eval.temperature or recipe.generation.temperature})
     generator = make_generator(recipe, task)
+    sampler = get("sampler", recipe.algorithm.sampler.fn)   # one with its own eval (anytime accuracy)
+    if hasattr(sampler, "evaluate"):
+        sampler = construct(sampler, "algorithm.sampler", num_rows=len(rows), seed=recipe.train.seed,
+                            **recipe.algorithm.sampler.params)
 
     def judge(m) -> dict[str, list[float]]:
         torch.manual_seed(recipe.train.seed)  # the same sampling noise for both sides of a comparison
-        return evaluate(m, tokenizer, task, rows, prompts, samples, gen, device, ks, generate_fn=generator,
-                        format_fn=lambda texts, rws=None: format_prompts(tokenizer, texts, recipe.model.chat_template, rws))
+        values = evaluate(m, tokenizer, task, rows, prompts, samples, gen, device, ks, generate_fn=generator,
+                          format_fn=lambda texts, rws=None: format_prompts(tokenizer, texts, recipe.model.chat_template, rws))
+        if hasattr(sampler, "evaluate"):
+            values.update(sampler.evaluate(m, tokenizer, task, rows, prompts, samples, gen, device, generator))
+        return values
 
     values = judge(model)
     result = {"checkpoint": checkpoint_name, "split": split, **summarize(values), "samples": samples}

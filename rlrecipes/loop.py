@@ -39,6 +39,10 @@ def run_eval(ctx, model, label: str) -> dict:
     with sharding.gathered(acc.unwrap_model(model)) as whole:
         values = evaluate(whole, ctx.tokenizer, ctx.task, rows[mine], prompts[mine],
                           r.eval.samples, gen, acc.device, r.eval.k, generate_fn=ctx.generator, format_fn=ctx.format)
+        extra = getattr(getattr(ctx, "comp", None), "sampler", None)
+        if hasattr(extra, "evaluate"):  # a sampler's own per-problem eval values (anytime accuracy)
+            values.update(extra.evaluate(whole, ctx.tokenizer, ctx.task, rows[mine], prompts[mine], r.eval.samples,
+                                         gen, acc.device, ctx.generator))
     if acc.num_processes > 1:
         from accelerate.utils import gather_object
         parts = gather_object([values])
@@ -104,9 +108,11 @@ def setup_rl(ctx, base_path: str, resume_from: Path | None = None):
     ctx.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(r.train))
     ctx.model, ctx.optimizer = (model, optimizer) if ctx.sharded else acc.prepare(model, optimizer)
 
-    def generate(prompts, repeat):
+    def generate(prompts, repeat, max_new_tokens=None):   # a shorter cap: e.g. budget summaries
+        gen = r.generation if max_new_tokens is None else r.generation.model_copy(
+            update={"max_new_tokens": max_new_tokens})
         with sharding.gathered(acc.unwrap_model(ctx.model)) as whole:
-            return ctx.generator(whole, ctx.tokenizer, prompts, r.generation, acc.device, repeat)
+            return ctx.generator(whole, ctx.tokenizer, prompts, gen, acc.device, repeat)
     ctx.generate = generate
 
 

@@ -49,4 +49,30 @@ def draw(run_dir: Path) -> list[Path]:
         fig.savefig(path, dpi=100)
         plt.close(fig)
         written.append(path)
-    return written
+    curve = budget_curve(rows, out_dir, Path(run_dir).name, plt)
+    return written + ([curve] if curve else [])
+
+
+def budget_curve(rows: list[dict], out_dir: Path, name: str, plt) -> Path | None:
+    """`anytime.png`: accuracy vs thinking budget (eval/budget_acc@<b>, AnytimeReasoner's anytime
+    eval, rollout/budget.py), one line per eval (the first and the last)."""
+    evals = [row for row in rows if any(k.startswith("eval/budget_acc@") for k in row)]
+    if not evals:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for label, row in (("start", evals[0]), ("end", evals[-1]))[:1 if len(evals) == 1 else 2]:
+        points = sorted((int(k.rsplit("@", 1)[1]), v) for k, v in row.items()
+                        if k.startswith("eval/budget_acc@") and not k.endswith("_ci"))
+        ax.plot([p[0] for p in points], [p[1] for p in points], "o-",
+                label=f"step {row['step']} ({label}); anytime {row.get('eval/anytime_acc', float('nan')):.3f}")
+    ax.set_xlabel("thinking budget (tokens)")
+    ax.set_ylabel("accuracy")
+    ax.set_title(f"{name}: accuracy vs budget")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    out_dir.mkdir(exist_ok=True)
+    path = out_dir / "anytime.png"
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

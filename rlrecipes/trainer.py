@@ -14,7 +14,7 @@ from typing import Callable
 
 import torch
 
-from . import credit
+from . import branches, credit
 from .algorithms.advantages import nanstd
 from .registry import call_with, construct, get, signature_params
 from .rewards.combine import combine, score
@@ -59,6 +59,7 @@ class Components:
         # replay_batch(rollout, adv_N, old_NT, reward_N, pad_id) -> the batch to train on (R2VPO)
         self.replayers = [c for c in (self.loss,) if getattr(c, "replay", 0)]
         self.token_level = credit.check(self, alg)  # the estimator asks for per-token inputs
+        self.branches = branches.check(self, alg)   # rows cut from the step's rows (budget summaries)
 
     def stateful(self) -> dict:
         """Every component with `state_dict` (value trackers, samplers, KL controllers...): all
@@ -85,9 +86,9 @@ def rl_step(ctx, step: int) -> dict:
     rewards_NK = score(ctx.reward_fns, [p for p in prompts for _ in range(repeat)], rollout.texts, rows, G, step,
                        rollout.completion_ids())
     score_time = time.perf_counter() - t_gen - gen_time
-    refined = {}
+    refined, grown = {}, None
     if comp.refiners:  # components that rework a scored batch (Scaf-GRPO, DAPO, SPO's offline values)
-        rollout, rewards_NK, refined = _refine(ctx, step, rows, rollout, rewards_NK)
+        rollout, rewards_NK, refined, grown = _refine(ctx, step, rows, rollout, rewards_NK)
     reward_N = combine(rewards_NK, [f.weight for f in ctx.reward_fns])
     # Advantages over the whole batch: gather every rank's rewards, keep this rank's slice.
     gather = lambda t: acc.gather(t.to(acc.device)).cpu()  # noqa: E731
@@ -110,10 +111,20 @@ def rl_step(ctx, step: int) -> dict:
         available["seq_logp_BG"] = gather((old_NT * mask_NT).sum(1)).view(-1, G)
     if comp.token_level:  # segment credit, per-token rewards, masks (credit.py)
         available.update(credit.step_inputs(ctx, rollout, rewards_NK, G, wants))
+    if comp.branches:  # branch rows beside the groups (branches.py)
+        inputs, branch_counts = branches.step_inputs(acc, grown, [f.weight for f in ctx.reward_fns], len(mine) * G)
+        available.update(inputs)
     adv = call_with(comp.advantage, available, comp.adv_params, positional=(rewards_BG,))
+    adv, adv_M = adv if comp.branches else (adv, None)
     adv_N = credit.this_rank(adv, P, acc.process_index, len(mine) * G,
                              rollout.completion_ids_NT.shape[1]).to(acc.device)
     batch = (rollout, adv_N, old_NT, reward_N)
+    if comp.branches:  # the parents, then their branches with their own advantages (the update
+        # recomputes behaviour log-probs for all rows when it needs them: the weights are unchanged)
+        both, adv_all, reward_all = branches.join(rollout, adv_N, reward_N, grown,
+                                                  branches.this_rank(adv_M, branch_counts, acc.process_index),
+                                                  [f.weight for f in ctx.reward_fns], ctx.tokenizer.pad_token_id)
+        batch = (both, adv_all, None, reward_all)
     for c in comp.replayers:  # kept batches join the fresh one, each with its behaviour log-probs
         batch = c.replay_batch(*batch, pad_id=ctx.tokenizer.pad_token_id)
     metrics = update(ctx, batch[0], batch[1], batch[3], step, batch[2])
@@ -162,10 +173,10 @@ def _after_update(ctx, mine: list[int], rollout, gather) -> dict:
 
 def _refine(ctx, step: int, rows: list[dict], rollout, rewards_NK):
     """Let the refining components rework this rank's scored batch; returns (rollout, rewards_NK,
-    metrics)."""
+    metrics, branches: rows a component attached beside the groups, or None)."""
     from .rollout.samplers import Batch
     batch = Batch(step=step, group_size=ctx.recipe.train.group_size, rows=rows, rollout=rollout, rewards_NK=rewards_NK,
-                  weights=[f.weight for f in ctx.reward_fns], generate=lambda p: ctx.generate(p, repeat=1),
+                  weights=[f.weight for f in ctx.reward_fns], generate=lambda p, **kw: ctx.generate(p, repeat=1, **kw),
                   score=lambda p, r, rws: score(ctx.reward_fns, p, r.texts, rws, 1, step, r.completion_ids()),
                   format=ctx.format, pad_id=ctx.tokenizer.pad_token_id, rank=ctx.accelerator.process_index,
                   train_rows=ctx.train_rows, train_prompts=ctx.train_prompts, question_of=ctx.task.prompt,
@@ -173,7 +184,7 @@ def _refine(ctx, step: int, rows: list[dict], rollout, rewards_NK):
                   reward_names=[f.name for f in ctx.reward_fns], **({"note": ctx.note} if hasattr(ctx, "note") else {}))
     for obj in ctx.comp.refiners:
         obj.refine(batch)
-    return batch.rollout, batch.rewards_NK, batch.metrics
+    return batch.rollout, batch.rewards_NK, batch.metrics, batch.branches
 
 
 def _policy_logprobs(ctx, rollout):

@@ -174,9 +174,13 @@ def test_sequence_level_losses_refuse_token_advantages():
     with pytest.raises(UserError, match="one advantage per sequence") as e:
         load_recipe("recipes/grpo.yaml", "tiny", over + ["algorithm.loss={fn: gspo}"])
     assert e.value.where.endswith(": algorithm.loss.fn")
+    # a refining sampler leaves stale reward parts: refused for an estimator that reads them,
+    # allowed for one that reads only masks/ids of the refined rollout (BRPO's budget summaries)
     with pytest.raises(UserError, match="not supported with token-level credit") as e:
-        load_recipe("recipes/grpo.yaml", "tiny", over + ["algorithm.sampler={fn: dynamic_sampling}"])
+        load_recipe("recipes/grpo.yaml", "tiny", ["algorithm.advantage={fn: returns_to_go}",
+                                                  "algorithm.sampler={fn: dynamic_sampling}"])
     assert e.value.where.endswith(": algorithm.sampler.fn")
+    load_recipe("recipes/grpo.yaml", "tiny", over + ["algorithm.sampler={fn: dynamic_sampling}"])
 
 
 class _Fn:

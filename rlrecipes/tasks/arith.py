@@ -5,6 +5,10 @@
 
 Train and test are disjoint: all (a, b) pairs are shuffled once with the task seed and the
 test split takes the first `test_size` of them; train draws from the rest.
+
+`preamble_frac`: that share of rows (seeded) has a gold thought that starts with a useless
+`preamble` ("<think>hmm, let me see.7+8=15;..."), tokens that a thinking budget pays for and
+that help no answer (the AnytimeReasoner tiny analogue, recipes/brpo.yaml).
 """
 from __future__ import annotations
 
@@ -19,7 +23,10 @@ class Arith(Task):
     name = "arith"
 
     def __init__(self, max_operand: int = 99, think: bool = True, seed: int = 1234, hints: bool = False,
-                 trivial_frac: float = 0.0):
+                 trivial_frac: float = 0.0, preamble_frac: float = 0.0, preamble: str = "hmm, let me see."):
+        if not 0.0 <= preamble_frac <= 1.0:
+            raise ValueError("preamble_frac must be in [0, 1]")
+        self.preamble_frac, self.preamble = preamble_frac, preamble
         if max_operand < 1:
             raise ValueError("max_operand must be >= 1")
         if not 0.0 <= trivial_frac < 1.0:
@@ -78,6 +85,10 @@ class Arith(Task):
         if self.hints:
             for row in rows:
                 row.update(self.hint_parts(row["a"], row["b"]))
+        if self.preamble_frac:
+            rng = random.Random(seed + 7)
+            for row in rows:
+                row["preamble"] = rng.random() < self.preamble_frac
         return rows
 
     @staticmethod
@@ -109,4 +120,5 @@ class Arith(Task):
         answer = f"<answer>{a + b}</answer>"
         if not self.think:
             return answer
-        return f"<think>{';'.join(self.steps(a, b))}</think>{answer}"
+        lead = self.preamble if row.get("preamble") else ""
+        return f"<think>{lead}{';'.join(self.steps(a, b))}</think>{answer}"
