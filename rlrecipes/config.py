@@ -93,20 +93,42 @@ def apply_override(raw: dict, override: str) -> dict:
     parts = key.strip().split(".")
     node = raw
     for i, part in enumerate(parts[:-1]):
-        child = node.get(part)
-        if child is None:
-            child = node[part] = {}
+        name, index = _indexed(part, override)
+        child = node.get(name)
+        if index is not None:   # `rewards[0].weight=...`: an item of a list
+            if not isinstance(child, list) or not -len(child) <= index < len(child):
+                size = f"a list of {len(child)}" if isinstance(child, list) else "not a list"
+                raise UserError(f"-o {override}", f"{name}[{index}] does not exist ({name} is {size})",
+                                f"set the whole list, e.g. -o '{name}=[...]'")
+            child = child[index]
+        elif child is None:
+            child = node[name] = {}
         if not isinstance(child, dict):
             raise UserError(f"-o {override}", f"{'.'.join(parts[:i + 1])} is not a section")
         node = child
-    node[parts[-1]] = value
+    name, index = _indexed(parts[-1], override)
+    if index is not None:
+        raise UserError(f"-o {override}", "an override sets a field, not a list item",
+                        f"set the whole list, e.g. -o '{name}=[...]', or a field of the item, {parts[-1]}.FIELD=...")
+    node[name] = value
     return raw
+
+
+def _indexed(part: str, override: str) -> tuple[str, int | None]:
+    """`name[i]` -> (name, i); `name` -> (name, None)."""
+    m = re.fullmatch(r"([^\[\]]+)\[(-?\d+)\]", part)
+    if m:
+        return m.group(1), int(m.group(2))
+    if "[" in part or "]" in part:
+        raise UserError(f"-o {override}", f"{part!r} is not a field or name[index]", "e.g. -o rewards[0].weight=0.5")
+    return part, None
 
 
 def _pydantic_error(exc: ValidationError) -> UserError:
     err = exc.errors()[0]
     # pydantic names the member of a union it tried ("literal['synthetic']", "list[str]"): not a field
-    loc = [str(x) for x in err["loc"] if not ("[" in str(x) and not str(x).startswith("["))]
+    loc = [str(x) for x in err["loc"] if not ("[" in str(x) and not str(x).startswith("["))] or \
+        [str(x) for x in err["loc"]]
     where = ".".join(loc).replace(".[", "[") or "<recipe>"
     where = re.sub(r"\.(\d+)(?=\.|$)", r"[\1]", where)
     if err["type"] == "extra_forbidden":

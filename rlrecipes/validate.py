@@ -62,6 +62,7 @@ def check_components(recipe) -> None:
         _check_practice_stage(recipe, i, stage)
     _check_rm_rewards(recipe)
     _check_rules(recipe)
+    _check_reward_names(recipe)
 
 
 def _check_rm_stage(recipe, i: int, stage) -> None:
@@ -200,6 +201,23 @@ def _check_rules(recipe) -> None:
     for i, stage in enumerate(recipe.stages):
         if stage.kind == "sft" and not stage.steps:
             raise UserError(f"stages[{i}].steps", "an sft stage needs steps > 0")
+
+
+# Component parameters whose value names one of the recipe's rewards (its `reward/<name>` label).
+REWARD_NAME_PARAMS = ("action_reward", "metric")
+
+
+def _check_reward_names(recipe) -> None:
+    """A parameter that picks a reward by name (hrpo's action_reward, a sampler's metric) must
+    name one of the recipe's rewards, or the first step fails deep in the loop."""
+    labels = [r.label for r in recipe.rewards]
+    alg = recipe.algorithm
+    for field, comp in (("algorithm.advantage", alg.advantage), ("algorithm.sampler", alg.sampler)):
+        for key in REWARD_NAME_PARAMS:
+            value = comp.params.get(key)
+            if isinstance(value, str) and value not in labels:
+                raise UserError(f"{field}.{key}", f"{value!r} is not one of the recipe's rewards",
+                                f"rewards: {', '.join(labels)}")
 
 
 def _check_whole_groups(recipe) -> None:

@@ -60,6 +60,28 @@ def test_override_through_a_scalar_is_an_error():
         load_recipe("recipes/grpo.yaml", None, ["train.steps.x=1"])
 
 
+def test_override_into_a_list_item():
+    """`rewards[1].weight=0.5` sets a field of one list item (after the preset); a missing item,
+    an item set whole, or a malformed index is a one-line error, never a traceback."""
+    r = load_recipe("recipes/grpo.yaml", "tiny", ["rewards[1].weight=0.5", "rewards[-2].weight=2"])
+    assert [(x.fn, x.weight) for x in r.rewards] == [("accuracy", 2.0), ("format", 0.5)]
+    for override, message in [("rewards[5].weight=1", r"rewards\[5\] does not exist \(rewards is a list of 2\)"),
+                              ("rewards[0]=1", "an override sets a field, not a list item"),
+                              ("train[0].x=1", r"train\[0\] does not exist \(train is not a list\)"),
+                              ("rewards[a].weight=1", "is not a field or name\\[index\\]")]:
+        with pytest.raises(UserError, match=message) as err:
+            load_recipe("recipes/grpo.yaml", "tiny", [override])
+        assert f"-o {override}" in str(err.value)
+
+
+def test_a_parameter_naming_a_reward_must_name_one():
+    with pytest.raises(UserError, match="'nope' is not one of the recipe's rewards") as err:
+        load_recipe("recipes/hrpo.yaml", "tiny", ["algorithm.advantage.action_reward=nope"])
+    assert str(err.value).split(": ")[1] == "algorithm.advantage.action_reward"
+    with pytest.raises(UserError, match="not one of the recipe's rewards"):
+        load_recipe("recipes/dapo.yaml", "tiny", ["algorithm.sampler.metric=acc"])
+
+
 def test_yaml_is_loaded_safely(tmp_path):
     p = tmp_path / "evil.yaml"
     p.write_text("name: !!python/object/apply:os.system ['echo hi']\n")
