@@ -35,6 +35,22 @@ def disjoint_split(shuffled: list, n_test: int, split: str, n: int, seed: int) -
     return [train[rng.randrange(len(train))] for _ in range(n)]
 
 
+def distinct_items(make, rng, need: int, hint: str) -> list[dict]:
+    """`need` items of `make(rng)` with distinct prompts (up to 50 draws per item asked for); too
+    few distinct ones is a ValueError whose message ends with `hint` (which parameter to raise)."""
+    items, seen = [], set()
+    for _ in range(50 * need):
+        if len(items) == need:
+            break
+        item = make(rng)
+        if item["prompt"] not in seen:
+            seen.add(item["prompt"])
+            items.append(item)
+    if len(items) < need:
+        raise ValueError(f"only {len(items)} distinct items for {need}; {hint}")
+    return items
+
+
 class Task:
     """Rows are dicts with at least `prompt` and `answer`; other fields ride along as reward columns.
 

@@ -23,7 +23,7 @@ import random
 import re
 
 from ..registry import register
-from .base import Task, extract_answer
+from .base import Task, distinct_items, extract_answer
 
 INTERVAL_RE = re.compile(r"\[?\s*(-?\d+)\s*(?:to|,)\s*(-?\d+)\s*\]?")
 LETTERS = "abcdefgh"
@@ -79,17 +79,8 @@ class Span(Task):
         return {"prompt": f"{q}|{''.join(cells)}=", "answer": f"{s} to {e}", "start": s, "end": e}
 
     def synthetic(self, split: str, n: int, seed: int, test_size: int = 200) -> list[dict]:
-        rng, items, seen = random.Random(self.seed), [], set()
         need = test_size + (n if split == "train" else 0)
-        for _ in range(50 * need):
-            if len(items) == need:
-                break
-            item = self._item(rng)
-            if item["prompt"] not in seen:
-                seen.add(item["prompt"])
-                items.append(item)
-        if len(items) < need:
-            raise ValueError(f"only {len(items)} distinct span items for {need}; raise length or events")
+        items = distinct_items(self._item, random.Random(self.seed), need, "raise length or events")
         return items[:min(n, test_size)] if split == "test" else items[test_size:test_size + n]
 
     def gold(self, row: dict) -> str:

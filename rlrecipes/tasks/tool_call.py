@@ -16,7 +16,7 @@ import random
 import re
 
 from ..registry import register
-from .base import Task
+from .base import Task, distinct_items
 
 # (function, phrase of the arguments {0}, {1} or {all}, fixed arity or None for 2..max_args)
 PHRASES = [("add", "{0} plus {1}", 2), ("add", "sum of {all}", None),
@@ -61,17 +61,8 @@ class ToolCall(Task):
                 "n_args": n}
 
     def synthetic(self, split: str, n: int, seed: int, test_size: int = 200) -> list[dict]:
-        rng, items, seen = random.Random(self.seed), [], set()
         need = test_size + (n if split == "train" else 0)
-        for _ in range(50 * need):   # distinct prompts; the space (~10^8) is far larger than asked
-            if len(items) == need:
-                break
-            item = self._item(rng)
-            if item["prompt"] not in seen:
-                seen.add(item["prompt"])
-                items.append(item)
-        if len(items) < need:
-            raise ValueError(f"only {len(items)} distinct items for {need}; raise max_value or max_args")
+        items = distinct_items(self._item, random.Random(self.seed), need, "raise max_value or max_args")
         if split == "test":
             return items[:min(n, test_size)]
         return items[test_size:test_size + n]
