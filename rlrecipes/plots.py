@@ -41,14 +41,7 @@ def draw(run_dir: Path) -> list[Path]:
             ax.plot([p[0] for p in points], [p[1] for p in points], style, label=key, markersize=3)
         ax.set_xlabel("step")
         ax.set_title(f"{Path(run_dir).name}: {panel}")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        out_dir.mkdir(exist_ok=True)
-        path = out_dir / f"{panel}.png"
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        written.append(path)
+        written.append(_save(plt, fig, ax, out_dir / f"{panel}.png"))
     curve = budget_curve(rows, out_dir, Path(run_dir).name, plt)
     return written + ([curve] if curve else [])
 
@@ -68,11 +61,15 @@ def budget_curve(rows: list[dict], out_dir: Path, name: str, plt) -> Path | None
     ax.set_xlabel("thinking budget (tokens)")
     ax.set_ylabel("accuracy")
     ax.set_title(f"{name}: accuracy vs budget")
+    return _save(plt, fig, ax, out_dir / "anytime.png")
+
+
+def _save(plt, fig, ax, path: Path) -> Path:
+    """Grid, legend, tight layout; write `path` (its folder made if needed) and close the figure."""
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    out_dir.mkdir(exist_ok=True)
-    path = out_dir / "anytime.png"
+    path.parent.mkdir(exist_ok=True)
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path

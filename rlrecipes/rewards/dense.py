@@ -28,6 +28,7 @@ text) are handled as `rollout.generate.decode` handles them.
 """
 from __future__ import annotations
 
+import bisect
 import math
 
 import torch
@@ -82,8 +83,10 @@ def token_spans(ends_T: list[int], keep: list[bool], parts: list[tuple[int, floa
     (start == end) and their values land on that token."""
     spans, start = [], 0
     kept = [t for t, k in enumerate(keep) if k]
+    reach = [ends_T[t] for t in kept]   # non-decreasing: search it
     for end_char, value in parts:
-        pos = next((t for t in kept if ends_T[t] >= end_char), kept[-1] if kept else 0)
+        i = bisect.bisect_left(reach, end_char)
+        pos = kept[i] if i < len(kept) else (kept[-1] if kept else 0)
         end = max(pos + 1, start)
         spans.append((start, end, value))
         start = end
