@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Download, on a machine with PyPI access and the project's virtualenv active, the wheels that
 # the offline GPU image lacks (CPython 3.12, x86_64) into .whl/, pinned to the versions
-# installed here (transformers and peft too: the image's are older); gpu_check.sh installs them first.
+# installed here; gpu_check.sh installs them first. transformers is not carried: 5.25 needs
+# huggingface-hub >= 2.4 (and httpx2, a newer hf-xet, click), which would push the carried
+# wheels past the device tool's 64 MiB, so the image's transformers (5.17) is used.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p .whl
-pkgs=(transformers peft trl bitsandbytes datasets dill multiprocess xxhash math-verify latex2sympy2_extended
+pkgs=(peft trl bitsandbytes datasets dill multiprocess xxhash math-verify latex2sympy2_extended
       antlr4-python3-runtime pydantic pydantic-core annotated-types typing-inspection)
 pinned=()
 for p in "${pkgs[@]}"; do

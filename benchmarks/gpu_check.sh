@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # GPU check for one CUDA GPU, under 9 minutes (a shared deadline caps every stage); prints one
-# JSON summary at the end.
-#   1. the test suite with CUDA visible (4 xdist workers; the trainer uses cuda, the torchrun
-#      test stays on CPU/gloo)
-#   2. bench_vs_trl.py on a 0.5B-shaped random-init Qwen2 (Qwen2.5-0.5B config, no hub), the
-#      generation-heavy setting (48-token prompts, 64 new tokens) with our fast engine
-#   3. one QLoRA GRPO step of a 7B-shaped random-init model, 16 completions x 1,024 tokens with
+# JSON summary at the end. Stages, most important first:
+#   1. bench_vs_trl.py on a 0.5B-shaped random-init Qwen2 (Qwen2.5-0.5B config, no hub), the
+#      generation-heavy setting (48-token prompts, 64 new tokens) with our fast engine, full
+#      fine-tune and LoRA, against TRL's GRPOTrainer in the same run
+#   2. one QLoRA GRPO step of a 7B-shaped random-init model, 16 completions x 1,024 tokens with
 #      the fast engine; falls back to the 3B shape if the 7B step fails or runs out of its slot
+#   3. FSDP2 on the GPU: the tiny preset under `torchrun --nproc_per_node 1` with the launcher's
+#      FSDP2 environment (one GPU: a mesh of one, the same code as several)
+#   4. the GPU-relevant tests with CUDA visible (the trainer uses cuda), with the time left
 # Offline GPU machines: put wheels of missing packages in .whl/ and they are installed first.
 # Usage: bash benchmarks/gpu_check.sh [OUT_DIR]
 set -uo pipefail
@@ -26,29 +28,39 @@ $PY -c "import torch; assert torch.cuda.is_available(), 'no CUDA GPU'; print(tor
   > "$out/gpu.txt" 2>&1 || { cat "$out/gpu.txt"; echo '{"error": "no CUDA GPU or torch"}'; exit 1; }
 
 t0=$(date +%s)
-deadline=${GPU_CHECK_SECONDS:-530}
+deadline=${GPU_CHECK_SECONDS:-540}
 left() { local l=$(( deadline - ($(date +%s) - t0) )); (( l < $1 )) && echo "$l" || echo "$1"; }
-xdist=""; $PY -c "import xdist" 2>/dev/null && xdist="-n 4 --dist loadfile"
-timeout "$(left 180)" $PY -m pytest -q -p no:cacheprovider $xdist > "$out/tests.log" 2>&1; tests_rc=$?
-tests_line=$(grep -E "passed|failed|error" "$out/tests.log" | tail -1)
 
-timeout "$(left 160)" $PY benchmarks/bench_vs_trl.py --device cuda --steps 4 --repeats 1 --hidden 896 --layers 24 --heads 14 \
+timeout "$(left 170)" $PY benchmarks/bench_vs_trl.py --device cuda --steps 4 --repeats 1 --hidden 896 --layers 24 --heads 14 \
   --kv-heads 2 --intermediate 4864 --vocab 151936 --gen-heavy --engine fast --json "$out/bench.json" > "$out/bench.log" 2>&1; bench_rc=$?
 
 shape=7b
-timeout "$(left 240)" $PY benchmarks/gpu_qlora_step.py --shape 7b --engine fast --completions 16 --workdir /tmp/rlr_q7b > "$out/qlora.log" 2>&1; q_rc=$?
-if [ $q_rc -ne 0 ] && (( $(left 999) > 90 )); then
-  rm -rf /tmp/rlr_q7b; shape=3b
-  timeout "$(left 150)" $PY benchmarks/gpu_qlora_step.py --shape 3b --engine fast --completions 16 --workdir /tmp/rlr_q3b >> "$out/qlora.log" 2>&1; q_rc=$?
+timeout "$(left 200)" $PY benchmarks/gpu_qlora_step.py --shape 7b --engine fast --completions 16 --workdir /tmp/rlr_q7b > "$out/qlora.log" 2>&1; q_rc=$?
+rm -rf /tmp/rlr_q7b
+if [ $q_rc -ne 0 ] && (( $(left 999) > 150 )); then
+  shape=3b
+  timeout "$(left 120)" $PY benchmarks/gpu_qlora_step.py --shape 3b --engine fast --completions 16 --workdir /tmp/rlr_q3b >> "$out/qlora.log" 2>&1; q_rc=$?
 fi
+
+ACCELERATE_USE_FSDP=true FSDP_VERSION=2 timeout "$(left 70)" $PY -m torch.distributed.run --nproc_per_node 1 \
+  -m rlrecipes train recipes/grpo.yaml --preset tiny -o train.steps=4 -o eval.limit=32 --output-dir /tmp/rlr_fsdp \
+  > "$out/fsdp.log" 2>&1; fsdp_rc=$?
+fsdp_line=$(grep -E "distributed:|pass@1 .* ->" "$out/fsdp.log" | tr '\n' ' ')
+
+xdist=""; $PY -c "import xdist" 2>/dev/null && xdist="-n 8 --dist loadfile"
+timeout "$(left 140)" $PY -m pytest -v -p no:cacheprovider $xdist tests/test_trainer.py tests/test_prefix.py \
+  tests/test_checkpoint.py tests/test_credit.py tests/test_model.py tests/test_generate.py tests/test_logprobs.py \
+  tests/test_export.py tests/test_brpo.py tests/test_mixed_groups.py > "$out/tests.log" 2>&1; tests_rc=$?
+tests_line="$(grep -c PASSED "$out/tests.log") passed, $(grep -c -E 'FAILED|ERROR' "$out/tests.log") failed or errors; $(grep -E 'passed|failed' "$out/tests.log" | tail -1)"
 elapsed=$(( $(date +%s) - t0 ))
 
-$PY - "$out" "$tests_rc" "$tests_line" "$bench_rc" "$q_rc" "$shape" "$elapsed" <<'PY'
+$PY - "$out" "$tests_rc" "$tests_line" "$bench_rc" "$q_rc" "$shape" "$elapsed" "$fsdp_rc" "$fsdp_line" <<'PY'
 import json, sys
 from pathlib import Path
-out, tests_rc, tests_line, bench_rc, q_rc, shape, elapsed = sys.argv[1:]
+out, tests_rc, tests_line, bench_rc, q_rc, shape, elapsed, fsdp_rc, fsdp_line = sys.argv[1:]
 summary = {"gpu": Path(out, "gpu.txt").read_text().strip(), "elapsed_s": int(elapsed),
-           "tests": {"rc": int(tests_rc), "result": tests_line}}
+           "tests": {"rc": int(tests_rc), "result": tests_line},
+           "fsdp2_one_gpu": {"rc": int(fsdp_rc), "log": fsdp_line}}
 bench = Path(out, "bench.json")
 summary["bench_0p5b"] = json.loads(bench.read_text()) if bench.exists() else {"rc": int(bench_rc)}
 q = [l for l in Path(out, "qlora.log").read_text().splitlines() if l.startswith("RESULT ")]

@@ -100,7 +100,7 @@ def setup_rl(ctx, base_path: str, resume_from: Path | None = None):
                             "(lr_scale) does not run sharded yet", "run it without FSDP (DDP)")
         for m in [model] + ([ctx.reference.copy] if ctx.reference and ctx.reference.copy is not None else []):
             sharding.shard(m, acc.device.type, acc.num_processes)
-    if acc.num_processes > 1:
+    if ctx.sharded or acc.num_processes > 1:
         ctx.say(f"distributed: {'fsdp2' if ctx.sharded else 'ddp'}, {acc.num_processes} processes")
     ctx.params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(ctx.params, lr=r.train.lr, betas=tuple(r.train.betas),

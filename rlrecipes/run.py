@@ -78,8 +78,8 @@ def write_manifest(run_dir: Path, recipe, accelerator, recipe_path: str | None =
     manifest = {"command": sys.argv, "recipe_path": recipe_path, "python": platform.python_version(),
                 "versions": versions, "git_commit": git_commit(), "seed": recipe.train.seed,
                 "device": str(accelerator.device), "processes": accelerator.num_processes,
-                "distributed": None if accelerator.num_processes == 1 else
-                ("fsdp2" if sharding.requested(accelerator.num_processes) else "ddp"),
+                "distributed": "fsdp2" if sharding.requested(accelerator.num_processes) else
+                (None if accelerator.num_processes == 1 else "ddp"),
                 "recipe_sha256": hashlib.sha256(resolved.encode()).hexdigest(),
                 "tool_sandbox": tool_sandbox(recipe)}
     (run_dir / "manifest.json").write_text(json.dumps(manifest, indent=2))

@@ -43,8 +43,10 @@ def _fsdp_env() -> bool:
 
 
 def requested(num_processes: int) -> bool:
-    """True when the launcher's environment asks for FSDP (2) and there are several processes."""
-    return _fsdp_env() and os.environ.get("FSDP_VERSION", "1") == "2" and num_processes > 1
+    """True when the launcher's environment asks for FSDP (2) under a distributed launcher
+    (torchrun / accelerate launch set WORLD_SIZE), one process included: a mesh of one shards
+    nothing but runs the same code (how the GPU check exercises FSDP2 on one GPU)."""
+    return _fsdp_env() and os.environ.get("FSDP_VERSION", "1") == "2" and "WORLD_SIZE" in os.environ
 
 
 def _base(model):

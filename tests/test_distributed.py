@@ -150,3 +150,29 @@ def test_deepspeed_and_fsdp1_are_refused_in_one_line(tmp_path, env, field):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert f"error: {field}" in proc.stderr and "fsdp_version 2" in proc.stderr
     assert not (tmp_path / "run").exists()
+
+
+@needs_torchrun
+def test_fsdp2_on_one_process_trains_as_the_plain_run(tmp_path):
+    """FSDP2 asked for by the launcher with one process (one GPU: how benchmarks/gpu_check.sh
+    exercises the sharded code there) shards over a mesh of one: the log and manifest say so,
+    and a 2-step full fine-tune logs the plain single-process run's losses and rewards."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    args = ["recipes/grpo.yaml", "--preset", "tiny", *sum((["-o", o] for o in [*FAST, "model.adapter=none"]), [])]
+    sharded, plain = tmp_path / "fsdp", tmp_path / "plain"
+    proc = subprocess.run([str(TORCHRUN) if TORCHRUN.exists() else "torchrun", "--nproc_per_node", "1",
+                           "--master_port", str(_free_port()), "-m", "rlrecipes", "train", *args,
+                           "--output-dir", str(sharded)], capture_output=True, text=True, timeout=600,
+                          env={**env, "ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "2"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "distributed: fsdp2, 1 processes" in proc.stdout
+    assert json.loads((sharded / "manifest.json").read_text())["distributed"] == "fsdp2"
+    proc = subprocess.run([sys.executable, "-m", "rlrecipes", "train", *args, "--output-dir", str(plain)],
+                          capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((plain / "manifest.json").read_text())["distributed"] is None
+    a, b = _step_rows(sharded), _step_rows(plain)
+    assert sorted(a) == sorted(b) == [1, 2]
+    for step in (1, 2):
+        assert a[step]["reward_mean"] == b[step]["reward_mean"]
+        assert abs(a[step]["loss"] - b[step]["loss"]) < 1e-5, step
