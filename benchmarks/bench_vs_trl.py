@@ -14,7 +14,7 @@ ratios rlrecipes / TRL. Not a test: numbers vary by machine.
 behind a fixed preamble, the same rows for both). `--engine fast|hf` picks our rollout engine.
 
     python benchmarks/bench_vs_trl.py [--steps 6] [--hidden 64 --layers 2] [--device cpu|cuda]
-                                      [--gen-heavy] [--engine fast|hf]
+                                      [--gen-heavy] [--engine fast|hf] [--cuda-graphs]
 """
 from __future__ import annotations
 
@@ -64,6 +64,7 @@ def run_ours(args, mode: str, out_dir: Path) -> dict:
     data.write_text("".join(json.dumps(r) + "\n" for r in rows_for(args, B * (args.steps + 1) + 16)))
     overrides = [f"data.source={{path: {data}}}", "data.train_size=null", f"generation.engine={args.engine}",
                  f"train.prefix_sharing={str(args.prefix_sharing).lower()}",
+                 f"generation.cuda_graphs={str(args.cuda_graphs).lower()}",
         "model.name_or_path=tiny", f"model.tiny={json.dumps(s)}", f"model.adapter={mode}",
         "stages=[{kind: rl}]", "rewards=[{fn: accuracy}]", "data.test_size=16",
         f"train.steps={args.steps}", f"train.prompts_per_step={B}", f"train.group_size={G}",
@@ -155,6 +156,8 @@ def run_worker(args, impl: str, mode: str) -> dict:
            "--engine", args.engine, "--new-tokens", str(args.new_tokens), "--prompt-len", str(args.prompt_len)]
     if args.prefix_sharing:
         cmd.append("--prefix-sharing")
+    if args.cuda_graphs:
+        cmd.append("--cuda-graphs")
     if args.gradient_checkpointing:
         cmd.append("--gradient-checkpointing")
     for flag in ("heads", "kv_heads", "intermediate", "vocab"):
@@ -185,6 +188,7 @@ def main() -> None:
     p.add_argument("--engine", choices=["fast", "hf"], default="fast", help="our rollout engine")
     p.add_argument("--gen-heavy", action="store_true", help="64 new tokens after 48-token prompts")
     p.add_argument("--prefix-sharing", action="store_true", help="ours: train.prefix_sharing (Prefix Grouper)")
+    p.add_argument("--cuda-graphs", action="store_true", help="ours: generation.cuda_graphs (fast engine, CUDA)")
     p.add_argument("--new-tokens", type=int, default=16)
     p.add_argument("--prompt-len", type=int, default=0, help="pad prompts to this many tokens (0: as the task makes them)")
     p.add_argument("--json", type=Path, help="also write the results here")
@@ -206,7 +210,7 @@ def main() -> None:
             results[key]["gpu_mem_peak_gb"] = min(old["gpu_mem_peak_gb"], new["gpu_mem_peak_gb"])
     T = args.new_tokens
     print(f"B={B} prompts x G={G} completions x T={T} tokens after {args.prompt_len or 'task'}-token prompts, "
-          f"engine {args.engine}, prefix sharing {'on' if args.prefix_sharing else 'off'}, "
+          f"engine {args.engine}{' + CUDA graphs' if args.cuda_graphs else ''}, prefix sharing {'on' if args.prefix_sharing else 'off'}, "
           f"{args.steps} steps (first untimed), "
           f"best of {args.repeats} runs, hidden={args.hidden} layers={args.layers}, device={args.device}, "
           f"gradient checkpointing={'on' if args.gradient_checkpointing else 'off'} (both)")

@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # GPU check for one CUDA GPU, under 9 minutes (a shared deadline caps every stage); prints one
 # JSON summary at the end. Stages, most important first:
+#   0. gpu_decode.py: decode tokens/s of HF generate vs our fast engine, eager and with CUDA
+#      graphs (0.5B and 7B shapes), and whether graphs decode exactly as eager; the stages below
+#      use `--cuda-graphs` only if they do
 #   1. bench_vs_trl.py on a 0.5B-shaped random-init Qwen2 (Qwen2.5-0.5B config, no hub), the
-#      generation-heavy setting (48-token prompts, 64 new tokens) with our fast engine, full
-#      fine-tune and LoRA, against TRL's GRPOTrainer in the same run
+#      generation-heavy setting (48-token prompts, 64 new tokens) with our fast engine and prefix
+#      sharing, full fine-tune and LoRA, against TRL's GRPOTrainer in the same run (again
+#      without graphs and prefix sharing if that fails)
 #   2. one QLoRA GRPO step of a 7B-shaped random-init model, 16 completions x 1,024 tokens with
 #      the fast engine; falls back to the 3B shape if the 7B step fails or runs out of its slot
 #   3. FSDP2 on the GPU: the tiny preset under `torchrun --nproc_per_node 1` with the launcher's
@@ -28,14 +32,23 @@ $PY -c "import torch; assert torch.cuda.is_available(), 'no CUDA GPU'; print(tor
   > "$out/gpu.txt" 2>&1 || { cat "$out/gpu.txt"; echo '{"error": "no CUDA GPU or torch"}'; exit 1; }
 
 t0=$(date +%s)
-deadline=${GPU_CHECK_SECONDS:-540}
-left() { local l=$(( deadline - ($(date +%s) - t0) )); (( l < $1 )) && echo "$l" || echo "$1"; }
+deadline=${GPU_CHECK_SECONDS:-560}
+left() { local l=$(( deadline - ($(date +%s) - t0) )); (( l < 1 )) && l=1; (( l < $1 )) && echo "$l" || echo "$1"; }
 
-timeout "$(left 170)" $PY benchmarks/bench_vs_trl.py --device cuda --steps 4 --repeats 1 --hidden 896 --layers 24 --heads 14 \
-  --kv-heads 2 --intermediate 4864 --vocab 151936 --gen-heavy --engine fast --json "$out/bench.json" > "$out/bench.log" 2>&1; bench_rc=$?
+timeout "$(left 120)" $PY benchmarks/gpu_decode.py --json "$out/decode.json" > "$out/decode.log" 2>&1; decode_rc=$?
+graphs=""   # CUDA graphs for the runs below only if they decoded exactly as eager on the GPU
+$PY -c "import json,sys; sys.exit(0 if json.load(open('$out/decode.json'))['equal_small_fp32']['graphs_vs_eager'] else 1)" \
+  2>/dev/null && graphs="--cuda-graphs"
+
+bench() { timeout "$(left 170)" $PY benchmarks/bench_vs_trl.py --device cuda --steps 4 --repeats 1 --hidden 896 --layers 24 \
+  --heads 14 --kv-heads 2 --intermediate 4864 --vocab 151936 --gen-heavy --engine fast "$@" --json "$out/bench.json"; }
+bench $graphs --prefix-sharing > "$out/bench.log" 2>&1; bench_rc=$?
+if [ $bench_rc -ne 0 ] && (( $(left 999) > 330 )); then   # without graphs and prefix sharing
+  bench >> "$out/bench.log" 2>&1; bench_rc=$?
+fi
 
 shape=7b
-timeout "$(left 200)" $PY benchmarks/gpu_qlora_step.py --shape 7b --engine fast --completions 16 --workdir /tmp/rlr_q7b > "$out/qlora.log" 2>&1; q_rc=$?
+timeout "$(left 200)" $PY benchmarks/gpu_qlora_step.py --shape 7b --engine fast $graphs --completions 16 --workdir /tmp/rlr_q7b > "$out/qlora.log" 2>&1; q_rc=$?
 rm -rf /tmp/rlr_q7b
 if [ $q_rc -ne 0 ] && (( $(left 999) > 150 )); then
   shape=3b
@@ -54,11 +67,13 @@ timeout "$(left 140)" $PY -m pytest -v -p no:cacheprovider $xdist tests/test_tra
 tests_line="$(grep -c PASSED "$out/tests.log") passed, $(grep -c -E 'FAILED|ERROR' "$out/tests.log") failed or errors; $(grep -E 'passed|failed' "$out/tests.log" | tail -1)"
 elapsed=$(( $(date +%s) - t0 ))
 
-$PY - "$out" "$tests_rc" "$tests_line" "$bench_rc" "$q_rc" "$shape" "$elapsed" "$fsdp_rc" "$fsdp_line" <<'PY'
+$PY - "$out" "$tests_rc" "$tests_line" "$bench_rc" "$q_rc" "$shape" "$elapsed" "$fsdp_rc" "$fsdp_line" "$decode_rc" <<'PY'
 import json, sys
 from pathlib import Path
-out, tests_rc, tests_line, bench_rc, q_rc, shape, elapsed, fsdp_rc, fsdp_line = sys.argv[1:]
+out, tests_rc, tests_line, bench_rc, q_rc, shape, elapsed, fsdp_rc, fsdp_line, decode_rc = sys.argv[1:]
+decode = Path(out, "decode.json")
 summary = {"gpu": Path(out, "gpu.txt").read_text().strip(), "elapsed_s": int(elapsed),
+           "decode": json.loads(decode.read_text()) if decode.exists() else {"rc": int(decode_rc)},
            "tests": {"rc": int(tests_rc), "result": tests_line},
            "fsdp2_one_gpu": {"rc": int(fsdp_rc), "log": fsdp_line}}
 bench = Path(out, "bench.json")

@@ -6,7 +6,7 @@ completions of exactly 1,024 tokens (KL on, so the reference pass runs too) with
 rollout engine (`--engine fast|hf`). Prints JSON:
 peak GPU memory, generation tokens/s, step seconds.
 
-    python benchmarks/gpu_qlora_step.py --shape 7b --workdir /tmp/qlora7b [--engine fast|hf] [--completions 16]
+    python benchmarks/gpu_qlora_step.py --shape 7b --workdir /tmp/qlora7b [--engine fast|hf] [--cuda-graphs] [--completions 16]
 """
 from __future__ import annotations
 
@@ -44,13 +44,13 @@ def build(shape: str, workdir: Path) -> float:
     return time.perf_counter() - t0
 
 
-def step(workdir: Path, engine: str, completions: int) -> dict:
+def step(workdir: Path, engine: str, completions: int, graphs: bool) -> dict:
     from rlrecipes.config import load_recipe
     from rlrecipes.run import train
     overrides = [f"model.name_or_path={workdir}", "model.adapter=qlora", "model.gradient_checkpointing=true",
                  "stages=[{kind: rl}]", "rewards=[{fn: accuracy}]", "data.test_size=8",
                  "train.steps=1", "train.prompts_per_step=1", f"train.group_size={completions}",
-                 f"generation.engine={engine}",
+                 f"generation.engine={engine}", f"generation.cuda_graphs={str(graphs).lower()}",
                  "train.micro_batch_size=2", "algorithm.kl.beta=0.04",
                  "generation.max_new_tokens=1024", "generation.min_new_tokens=1024",
                  "eval.at_start=false", "eval.at_end=false", "eval.samples=1", "eval.k=[1]"]
@@ -69,12 +69,13 @@ def main():
     p.add_argument("--shape", choices=sorted(SHAPES), default="7b")
     p.add_argument("--workdir", type=Path, default=Path("/tmp/rlrecipes_qlora"))
     p.add_argument("--engine", choices=["fast", "hf"], default="fast")
+    p.add_argument("--cuda-graphs", action="store_true", help="generation.cuda_graphs (fast engine)")
     p.add_argument("--completions", type=int, default=16, help="G completions of 1,024 tokens for the one prompt")
     args = p.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
-    result = {"shape": args.shape, "engine": args.engine, "completions": args.completions,
+    result = {"shape": args.shape, "engine": args.engine, "cuda_graphs": args.cuda_graphs, "completions": args.completions,
               "build_and_save_s": build(args.shape, args.workdir)}
-    result.update(step(args.workdir, args.engine, args.completions))
+    result.update(step(args.workdir, args.engine, args.completions, args.cuda_graphs))
     print("RESULT " + json.dumps(result))
 
 

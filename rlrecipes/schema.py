@@ -201,6 +201,7 @@ class Generation(Strict):
     min_new_tokens: Int = Field(0, ge=0)
     tools: ToolUse | None = None
     engine: Literal["hf", "fast"] = "hf"   # fast: rlrecipes/rollout/engine.py (prompt prefilled once per group)
+    cuda_graphs: Bool = False              # fast engine on CUDA: decode steps replayed from a CUDA graph
 
 
 class Eval(Strict):

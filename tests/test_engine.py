@@ -49,13 +49,17 @@ def _stop_token(model, tok, ids, mask) -> int:
     return int(counts.argmax())
 
 
+@pytest.mark.parametrize("static", [False, True], ids=["compacting", "static-shapes"])
 @pytest.mark.parametrize("adapter", ["none", "lora", "qlora"])
-def test_greedy_equals_hf_generate_token_for_token(adapter):
+def test_greedy_equals_hf_generate_token_for_token(adapter, static):
+    """Both decode paths: the compacting one, and the fixed-shape one that `cuda_graphs` captures
+    on a GPU (run eagerly here: the same `decode_static`, finished rows kept in the batch)."""
     model, tok = _policy(adapter)
     assert fast_supported(model) is None
     ids, mask = encode_prompts(tok, PROMPTS, "cpu")
     stop = _stop_token(model, tok, ids, mask)
-    ours = sample(model, ids, mask, 3, 24, stop_ids=[stop], pad_id=tok.pad_token_id, greedy=True)
+    ours = sample(model, ids, mask, 3, 24, stop_ids=[stop], pad_id=tok.pad_token_id, greedy=True,
+                  cuda_graphs=static)
     hf = model.generate(input_ids=ids.repeat_interleave(3, 0), attention_mask=mask.repeat_interleave(3, 0),
                         do_sample=False, max_new_tokens=24, pad_token_id=tok.pad_token_id,
                         eos_token_id=stop)[:, ids.shape[1]:]
@@ -76,12 +80,13 @@ def test_rollouts_equal_hf_through_the_sampling_path_and_weights_stay_intact():
     assert all(torch.equal(p, before[n][0]) and p._version == before[n][1] for n, p in model.named_parameters())
 
 
-def test_sampled_logprobs_are_the_policys():
+@pytest.mark.parametrize("static", [False, True], ids=["compacting", "static-shapes"])
+def test_sampled_logprobs_are_the_policys(static):
     model, tok = _policy("lora")
     ids, mask = encode_prompts(tok, PROMPTS, "cpu")
     torch.manual_seed(0)
     comp, logp = sample(model, ids, mask, 4, 12, stop_ids=[tok.eos_token_id], pad_id=tok.pad_token_id,
-                        temperature=0.8, with_logp=True)
+                        temperature=0.8, with_logp=True, cuda_graphs=static)
     cmask = completion_mask(comp, tok.eos_token_id)
     ours, _ = token_logprobs(model, ids.repeat_interleave(4, 0), mask.repeat_interleave(4, 0), comp, cmask, 0.8)
     keep = cmask.bool()

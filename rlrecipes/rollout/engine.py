@@ -195,6 +195,68 @@ def forward(w: Weights, ids_NS, pos_NS, valid_NS, cache: Cache, rope) -> torch.T
     return F.linear(_rms(h[:, -1], w.norm), w.lm_head).float()
 
 
+def decode_static(w: Weights, tok_N, pos_N, slot_1, cache: Cache, rope) -> torch.Tensor:
+    """`forward` for one new token per row with every shape fixed, so that it can be captured as
+    a CUDA graph: the token's keys and values go to cache slot `slot_1` (a 1-element tensor, not
+    a Python int), and attention reads the cache's whole width, the slots not yet written being
+    masked by `cache.valid_NS`. Same arithmetic as `forward`'s decode branch (a test holds them
+    equal); the cache's `length` is the caller's to advance."""
+    N = tok_N.shape[0]
+    cos, sin = rope[0][pos_N].view(N, 1, 1, -1), rope[1][pos_N].view(N, 1, 1, -1)
+    cache.valid_NS.index_fill_(1, slot_1, True)
+    bias = torch.zeros(N, 1, 1, cache.valid_NS.shape[1], device=tok_N.device).masked_fill_(
+        ~cache.valid_NS[:, None, None, :], float("-inf"))
+    h = w.embed[tok_N].unsqueeze(1)
+    for layer, k_cache, v_cache in zip(w.layers, cache.k, cache.v):
+        x = _rms(h, layer["ln1"])
+        q = _rope(_proj(x, layer["q"]).view(N, 1, w.heads, w.head_dim).transpose(1, 2), cos, sin)
+        k_cache.index_copy_(2, slot_1, _rope(_proj(x, layer["k"]).view(N, 1, w.kv_heads, w.head_dim).transpose(1, 2),
+                                              cos, sin))
+        v_cache.index_copy_(2, slot_1, _proj(x, layer["v"]).view(N, 1, w.kv_heads, w.head_dim).transpose(1, 2))
+        att = _decode_attention(q, k_cache, v_cache, bias, w.kv_heads)
+        h = h + _proj(att.transpose(1, 2).reshape(N, 1, -1), layer["o"])
+        x = _rms(h, layer["ln2"])
+        h = h + _proj(F.silu(_proj(x, layer["gate"])) * _proj(x, layer["up"]), layer["down"])
+    return F.linear(_rms(h[:, -1], w.norm), w.lm_head).float()
+
+
+class StaticDecode:
+    """`decode_static` replayed from a CUDA graph (`generation.cuda_graphs`): one launch per
+    token instead of ~45 per layer, which is what bounds decoding small models, and large ones
+    at small batch, on a GPU. Captured at the first decode step of a `sample` call (the weights
+    it reads may be a new LoRA-merged copy after every update) in a private memory pool, freed
+    with the object. The first call runs eagerly on a side stream (warm-up, as capture requires;
+    its result is the real first step), then the graph is captured and replayed. Off CUDA it
+    runs `decode_static` eagerly (what the CPU tests check against `forward`)."""
+
+    def __init__(self, w: Weights, cache: Cache, rope, N: int, device):
+        self.w, self.cache, self.rope = w, cache, rope
+        self.tok_N = torch.zeros(N, dtype=torch.long, device=device)
+        self.pos_N = torch.zeros(N, dtype=torch.long, device=device)
+        self.slot_1 = torch.zeros(1, dtype=torch.long, device=device)
+        self.graph = self.logits_NV = None
+
+    def __call__(self, tok_N, pos_N, slot: int) -> torch.Tensor:
+        self.tok_N.copy_(tok_N)
+        self.pos_N.copy_(pos_N)
+        self.slot_1.fill_(slot)
+        run = lambda: decode_static(self.w, self.tok_N, self.pos_N, self.slot_1, self.cache, self.rope)  # noqa: E731
+        if self.tok_N.device.type != "cuda":
+            return run()
+        if self.graph is None:
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                first = run()
+            torch.cuda.current_stream().wait_stream(side)
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph):
+                self.logits_NV = run()
+            return first
+        self.graph.replay()
+        return self.logits_NV.clone()
+
+
 # --- sampling -------------------------------------------------------------------------------
 
 def warp(logits_NV, step: int, *, stop_ids, min_new: int = 0, temperature: float = 1.0, top_k: int = 0,
@@ -233,12 +295,14 @@ def draw(probs_NV) -> torch.Tensor:
 
 @torch.no_grad()
 def sample(model, ids_BP, mask_BP, repeat: int, max_new: int, *, stop_ids: list[int], pad_id: int,
-           stop_text=None, with_logp: bool = False, **how):
+           stop_text=None, with_logp: bool = False, cuda_graphs: bool = False, **how):
     """Completion ids [B*repeat, T] (T <= max_new; pad after a row's stop token), `repeat`
     consecutive samples per prompt. `how`: min_new, temperature, top_k, top_p, greedy (see
     `choose`). `stop_text(token_ids) -> bool` ends a row on a multi-token stop string.
     `with_logp`: also the engine's log-prob of each sampled token under logits / temperature
-    (what the loss recomputes), as ([N, T] ids, [N, T] log-probs)."""
+    (what the loss recomputes), as ([N, T] ids, [N, T] log-probs). `cuda_graphs`: decode steps
+    with fixed shapes (`StaticDecode`), replayed from a CUDA graph on a CUDA device; finished
+    rows then stay in the batch, their tokens discarded."""
     w = weights_of(model)
     B, P = ids_BP.shape
     device, N = ids_BP.device, B * repeat
@@ -252,6 +316,7 @@ def sample(model, ids_BP, mask_BP, repeat: int, max_new: int, *, stop_ids: list[
     row_N = torch.arange(N, device=device)          # the output row of each cache row
     alive_N = torch.ones(N, dtype=torch.bool, device=device)
     stops = torch.tensor(stop_ids, device=device)
+    graphed = StaticDecode(w, cache, rope, N, device) if cuda_graphs else None
     width = 0
     for t in range(max_new):
         tok_N = choose(logits_NV, t, stop_ids=stop_ids, **how)
@@ -267,6 +332,10 @@ def sample(model, ids_BP, mask_BP, repeat: int, max_new: int, *, stop_ids: list[
         alive_N &= ~done_N
         if not alive_N.any() or t + 1 == max_new:
             break
+        if graphed is not None:
+            logits_NV = graphed(tok_N, pos_N, cache.length)
+            cache.length, pos_N = cache.length + 1, pos_N + 1
+            continue
         if (~alive_N).sum() * 8 >= len(alive_N):    # compaction: finished rows leave the batch
             keep = alive_N.nonzero().squeeze(1)
             cache.keep(keep)
@@ -284,6 +353,6 @@ def fast_generate(model, tokenizer, prompts: list[str], gen, device, repeat: int
     ids_BP, mask_BP = encode_prompts(tokenizer, prompts, device)
     completion_NT = sample(model, ids_BP, mask_BP, repeat, gen.max_new_tokens, stop_ids=[tokenizer.eos_token_id],
                            pad_id=tokenizer.pad_token_id, min_new=gen.min_new_tokens, temperature=gen.temperature,
-                           top_k=gen.top_k, top_p=gen.top_p)
+                           top_k=gen.top_k, top_p=gen.top_p, cuda_graphs=gen.cuda_graphs)
     return sampled_rollout(tokenizer, ids_BP.repeat_interleave(repeat, 0), mask_BP.repeat_interleave(repeat, 0),
                            completion_NT)

@@ -62,7 +62,7 @@ class ToolRollouts:
         if self.engine == "fast" and fast_supported(model) is None:
             stop = {"stop_ids": [eos, close[0]]} if len(close) == 1 else {"stop_ids": [eos], "stop_text": is_call}
             return sample(model, ids, mask, 1, budget, pad_id=pad, temperature=gen.temperature,
-                          top_k=gen.top_k, top_p=gen.top_p, **stop)
+                          top_k=gen.top_k, top_p=gen.top_p, cuda_graphs=gen.cuda_graphs, **stop)
         stop = {"eos_token_id": [eos, close[0]]} if len(close) == 1 else \
             {"eos_token_id": eos, "stop_strings": [self.call[1]], "tokenizer": tokenizer}
         out = model.generate(input_ids=ids, attention_mask=mask, do_sample=True, temperature=gen.temperature,
