@@ -35,7 +35,7 @@ t0=$(date +%s)
 deadline=${GPU_CHECK_SECONDS:-560}
 left() { local l=$(( deadline - ($(date +%s) - t0) )); (( l < 1 )) && l=1; (( l < $1 )) && echo "$l" || echo "$1"; }
 
-timeout "$(left 120)" $PY benchmarks/gpu_decode.py --json "$out/decode.json" > "$out/decode.log" 2>&1; decode_rc=$?
+timeout "$(left 130)" $PY benchmarks/gpu_decode.py --json "$out/decode.json" > "$out/decode.log" 2>&1; decode_rc=$?
 graphs=""   # CUDA graphs for the runs below only if they decoded exactly as eager on the GPU
 $PY -c "import json,sys; sys.exit(0 if json.load(open('$out/decode.json'))['equal_small_fp32']['graphs_vs_eager'] else 1)" \
   2>/dev/null && graphs="--cuda-graphs"

@@ -29,6 +29,7 @@ SHAPES = {  # Qwen2.5-0.5B and Qwen2.5-7B (config.json of the released models)
                   intermediate_size=1024, vocab_size=1000, tie_word_embeddings=True),
 }
 EOS, PAD = 1, 0
+SAVE: list = []   # the --json path: results are written after every measurement (a timeout keeps them)
 DEV = "cuda" if torch.cuda.is_available() else "cpu"   # cpu: a dry run of the script (--dry-run)
 
 
@@ -84,6 +85,13 @@ def timed(fn, tokens: int, label: str, results: dict, warm: bool = True) -> None
     results[label] = {"seconds": round(s, 3), "tokens_per_s": round(tokens / s), "shape_out": list(out.shape),
                       "peak_gb": round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else None}
     print(json.dumps({label: results[label]}), flush=True)
+    save(results)
+
+
+def save(results: dict) -> None:
+    if SAVE:
+        with open(SAVE[0], "w") as f:
+            json.dump(results, f, indent=2)
 
 
 def main():
@@ -93,6 +101,7 @@ def main():
     p.add_argument("--dry-run", action="store_true", help="small shapes only (what a CPU can run)")
     args = p.parse_args()
     results: dict = {"gpu": torch.cuda.get_device_name() if DEV == "cuda" else None}
+    SAVE.extend([args.json] if args.json else [])
     big = "small" if args.dry_run else "0.5b"
 
     model = build("small", torch.float32)
@@ -105,6 +114,7 @@ def main():
                                    "eager_vs_hf": bool(torch.equal(pad(eager), pad(ref))),
                                    "lengths": sorted(set((ref != PAD).sum(1).tolist()))}
     print(json.dumps(results["equal_small_fp32"]), flush=True)
+    save(results)
     del model
 
     model = build(big, torch.bfloat16)
@@ -127,9 +137,7 @@ def main():
         timed(lambda: ours(model, ids, mask, 16, 1024, True), 16 * 1024, "7b_fast_graphs_1024", results)
         timed(lambda: ours(model, ids, mask, 16, 1024, False), 16 * 1024, "7b_fast_eager_1024", results, warm=False)
     print("RESULT " + json.dumps(results), flush=True)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
+    save(results)
 
 
 if __name__ == "__main__":
