@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import torch
 
-from ..branches import Branches
+from .. import branches   # the module, not the class: branches imports rollout.generate (a cycle)
 from ..registry import register
 from ..rewards.combine import combine
 from .generate import Rollout, decode
@@ -150,7 +150,7 @@ class BudgetSummaries(Uniform):
         rewards = torch.zeros(N, rewards_MK.shape[1]).index_add(0, parent[last], torch.nan_to_num(rewards_MK[last]))
         count = torch.zeros(N).index_add(0, parent[last], torch.ones(int(last.sum())))
         batch.rewards_NK = rewards / count.clamp(min=1).unsqueeze(1)
-        batch.branches = Branches(summary, parent, slot, pool, cut, rewards_MK)
+        batch.branches = branches.Branches(summary, parent, slot, pool, cut, rewards_MK)
         total_M = combine(rewards_MK, batch.weights)
         for j, b in enumerate(self.splits):
             batch.metrics[f"budget/acc@{b}"] = total_M[slot == j].nanmean().item()
