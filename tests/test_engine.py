@@ -69,6 +69,25 @@ def test_greedy_equals_hf_generate_token_for_token(adapter, static):
     assert torch.equal(ours, hf)
 
 
+def test_qlora_generation_copy_is_in_the_compute_dtype():
+    """QLoRA keeps embeddings, norms and head in float32 (peft's kbit preparation) while the 4-bit
+    layers compute in the recipe's dtype: the dequantised copy is in that dtype (half the bytes
+    of float32 in bf16), the residual stream stays float32 as in the model's own forward, and
+    greedy decoding still equals HF `generate` token for token."""
+    torch.manual_seed(0)
+    model, tok = load_policy(ModelConfig(name_or_path="tiny", adapter="qlora", dtype="bfloat16"), torch.device("cpu"))
+    model.eval()
+    w = weights_of(model)
+    assert (w.dtype, w.embed.dtype, w.layers[0]["q"][0].dtype, w.layers[0]["down"][0].dtype) == \
+        (torch.float32, torch.float32, torch.bfloat16, torch.bfloat16)
+    ids, mask = encode_prompts(tok, PROMPTS, "cpu")
+    ours = sample(model, ids, mask, 2, 16, stop_ids=[tok.eos_token_id], pad_id=tok.pad_token_id, greedy=True)
+    hf = model.generate(input_ids=ids.repeat_interleave(2, 0), attention_mask=mask.repeat_interleave(2, 0),
+                        do_sample=False, max_new_tokens=16, pad_token_id=tok.pad_token_id,
+                        eos_token_id=tok.eos_token_id)[:, ids.shape[1]:]
+    assert torch.equal(ours, hf)
+
+
 def test_rollouts_equal_hf_through_the_sampling_path_and_weights_stay_intact():
     model, tok = _policy("lora")
     before = {n: (p.detach().clone(), p._version) for n, p in model.named_parameters()}

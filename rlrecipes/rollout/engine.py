@@ -56,7 +56,8 @@ def _base(model):
 
 def effective_linear(mod, dtype) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(effective weight [out, in], bias) of a Linear, a bitsandbytes Linear4bit or a peft LoRA
-    layer around either; plain weights are returned as they are (no copy)."""
+    layer around either; plain weights are returned as they are (no copy). A 4-bit layer is
+    dequantised into `dtype` (its compute dtype), and so is its bias."""
     from peft.tuners.lora import LoraLayer
     if isinstance(mod, LoraLayer):
         weight, bias = effective_linear(mod.get_base_layer(), dtype)
@@ -68,8 +69,19 @@ def effective_linear(mod, dtype) -> tuple[torch.Tensor, torch.Tensor | None]:
     if type(mod).__name__ == "Linear4bit":
         import bitsandbytes.functional as bnbf
         weight = bnbf.dequantize_4bit(mod.weight.data, mod.weight.quant_state).to(dtype)
-        return weight, mod.bias
+        return weight, None if mod.bias is None else mod.bias.to(dtype)
     return mod.weight, mod.bias
+
+
+def compute_dtype(base, default: torch.dtype) -> torch.dtype:
+    """The dtype 4-bit layers compute in (bitsandbytes' `compute_dtype`, the recipe's dtype),
+    else `default`. QLoRA models keep embeddings, norms and head in float32 (peft's
+    `prepare_model_for_kbit_training`); taking their dtype for the dequantised copy would double
+    its memory and the bytes read per decoded token."""
+    for m in base.modules():
+        if type(m).__name__ == "Linear4bit" and getattr(m, "compute_dtype", None) is not None:
+            return m.compute_dtype
+    return default
 
 
 class Weights:
@@ -78,14 +90,15 @@ class Weights:
     def __init__(self, model):
         base = _base(model)
         inner, cfg = base.model, base.config
-        self.dtype = inner.embed_tokens.weight.dtype
+        self.dtype = inner.embed_tokens.weight.dtype      # the residual stream's, as in the model's forward
+        linear = compute_dtype(base, self.dtype)           # the projections' (QLoRA: bf16 on a GPU)
         self.embed = inner.embed_tokens.weight
         self.layers = []
         for layer in inner.layers:
             att, mlp = layer.self_attn, layer.mlp
             self.layers.append({   # separate matmuls: fusing q/k/v would copy plain weights too
-                **{k: effective_linear(getattr(att, f"{k}_proj"), self.dtype) for k in "qkvo"},
-                **{k: effective_linear(getattr(mlp, f"{k}_proj"), self.dtype) for k in ("gate", "up", "down")},
+                **{k: effective_linear(getattr(att, f"{k}_proj"), linear) for k in "qkvo"},
+                **{k: effective_linear(getattr(mlp, f"{k}_proj"), linear) for k in ("gate", "up", "down")},
                 "ln1": (layer.input_layernorm.weight, layer.input_layernorm.variance_epsilon),
                 "ln2": (layer.post_attention_layernorm.weight, layer.post_attention_layernorm.variance_epsilon)})
         self.norm = (inner.norm.weight, inner.norm.variance_epsilon)
@@ -125,8 +138,13 @@ def _rope(x, cos, sin):
 
 
 def _proj(x, weight_bias):
+    """A projection in its weight's dtype, the result back in the input's (as bitsandbytes'
+    Linear4bit does: a float32 residual stream through bf16 4-bit matmuls); no casts when the
+    dtypes agree."""
     weight, bias = weight_bias
-    return F.linear(x, weight, bias)
+    if x.dtype == weight.dtype:
+        return F.linear(x, weight, bias)
+    return F.linear(x.to(weight.dtype), weight, bias).to(x.dtype)
 
 
 class Cache:
