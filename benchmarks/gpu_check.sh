@@ -60,21 +60,24 @@ ACCELERATE_USE_FSDP=true FSDP_VERSION=2 timeout "$(left 70)" $PY -m torch.distri
   > "$out/fsdp.log" 2>&1; fsdp_rc=$?
 fsdp_line=$(grep -E "distributed:|pass@1 .* ->" "$out/fsdp.log" | tr '\n' ' ')
 
-xdist=""; $PY -c "import xdist" 2>/dev/null && xdist="-n 8 --dist loadfile"
+xdist=""; $PY -c "import xdist" 2>/dev/null && xdist="-n 12 --dist load"
 timeout "$(left 140)" $PY -m pytest -v -p no:cacheprovider $xdist tests/test_trainer.py tests/test_prefix.py \
   tests/test_checkpoint.py tests/test_credit.py tests/test_model.py tests/test_generate.py tests/test_logprobs.py \
   tests/test_export.py tests/test_brpo.py tests/test_mixed_groups.py > "$out/tests.log" 2>&1; tests_rc=$?
 tests_line="$(grep -c PASSED "$out/tests.log") passed, $(grep -c -E 'FAILED|ERROR' "$out/tests.log") failed or errors; $(grep -E 'passed|failed' "$out/tests.log" | tail -1)"
+# the failing tests' names go into the summary itself (a pytest cut by its timeout prints no summary)
+tests_failed=$(grep -E '(FAILED|ERROR) tests/' "$out/tests.log" | grep -oE 'tests/[^ ]+' | sort -u | tr '\n' ' ')
 elapsed=$(( $(date +%s) - t0 ))
 
-$PY - "$out" "$tests_rc" "$tests_line" "$bench_rc" "$q_rc" "$shape" "$elapsed" "$fsdp_rc" "$fsdp_line" "$decode_rc" <<'PY'
+$PY - "$out" "$tests_rc" "$tests_line" "$bench_rc" "$q_rc" "$shape" "$elapsed" "$fsdp_rc" "$fsdp_line" "$decode_rc" \
+  "$tests_failed" <<'PY'
 import json, sys
 from pathlib import Path
-out, tests_rc, tests_line, bench_rc, q_rc, shape, elapsed, fsdp_rc, fsdp_line, decode_rc = sys.argv[1:]
+out, tests_rc, tests_line, bench_rc, q_rc, shape, elapsed, fsdp_rc, fsdp_line, decode_rc, tests_failed = sys.argv[1:]
 decode = Path(out, "decode.json")
 summary = {"gpu": Path(out, "gpu.txt").read_text().strip(), "elapsed_s": int(elapsed),
            "decode": json.loads(decode.read_text()) if decode.exists() else {"rc": int(decode_rc)},
-           "tests": {"rc": int(tests_rc), "result": tests_line},
+           "tests": {"rc": int(tests_rc), "result": tests_line, "failed": tests_failed.split()},
            "fsdp2_one_gpu": {"rc": int(fsdp_rc), "log": fsdp_line}}
 bench = Path(out, "bench.json")
 summary["bench_0p5b"] = json.loads(bench.read_text()) if bench.exists() else {"rc": int(bench_rc)}
@@ -84,3 +87,5 @@ text = json.dumps(summary, indent=2)
 Path(out, "summary.json").write_text(text)
 print(text)
 PY
+# the device tool returns at most 8 files: drop what summary.json already holds
+rm -f "$out/gpu.txt" "$out/decode.json" "$out/bench.json"
