@@ -67,6 +67,24 @@ def test_logprobs_and_gradients_equal_the_plain_forward(attn):
         assert torch.allclose(ga[name], gb[name], atol=1e-5), name
 
 
+def test_last_layer_extras_equal_the_plain_forward():
+    """What CAPO's loss reads (`extras`: the LM head's input and the probabilities at each
+    completion position) is the same from the packed forward."""
+    tok = build_tokenizer()
+    model = build_model(tok, seed=1)
+    ids, mask, comp, cmask = _batch(tok)
+    got = []
+    for share in (False, True):
+        extras = {}
+        with torch.no_grad():
+            token_logprobs(model, ids, mask, comp, cmask, 0.7, extras=extras, share_prefix=share)
+        got.append(extras)
+    keep = cmask.bool()
+    for key in ("hidden_NTD", "probs_NTV"):
+        assert got[0][key].shape == got[1][key].shape, key
+        assert torch.allclose(got[0][key][keep], got[1][key][keep], atol=1e-5), key
+
+
 def test_a_grpo_run_logs_the_same_losses_with_prefix_sharing(tmp_path):
     losses = []
     for share in ("false", "true"):
