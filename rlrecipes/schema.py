@@ -200,8 +200,8 @@ class Generation(Strict):
     top_k: Int = Field(0, ge=0)
     min_new_tokens: Int = Field(0, ge=0)
     tools: ToolUse | None = None
-    engine: Literal["hf", "fast"] = "hf"   # fast: rlrecipes/rollout/engine.py (prompt prefilled once per group)
-    cuda_graphs: Bool = False              # fast engine on CUDA: decode steps replayed from a CUDA graph
+    engine: Literal["hf", "fast"] = "fast"  # rlrecipes/rollout/engine.py (prompt prefilled once per group); hf: generate
+    cuda_graphs: Bool = True                # fast engine on CUDA: decode steps replayed from a CUDA graph
 
 
 class Eval(Strict):
