@@ -211,7 +211,7 @@ def test_fast_engine_and_prefix_sharing_train_mixed_groups_as_the_plain_path(tmp
     losses (the packing is by identical prompt, so each phrasing is its own packed sequence)."""
     losses = []
     for share in ("false", "true"):
-        r = load_recipe("recipes/info_consistent.yaml", "tiny", _overrides("generation.engine=fast",
+        r = load_recipe("recipes/info_consistent.yaml", "tiny", _overrides("generation.engine=fast", "model.dtype=float32",
                                                                            f"train.prefix_sharing={share}"))
         train(r, str(tmp_path / share), say=lambda *a: None)
         rows = [json.loads(line) for line in (tmp_path / share / "metrics.jsonl").read_text().splitlines()]
