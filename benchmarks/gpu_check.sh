@@ -21,6 +21,7 @@ out=${1:-${OUT:-gpu_check_out}}
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 PY=${PYTHON:-python3}
+t0=$(date +%s)   # the deadline below counts from here: wheel install and GPU probe included
 
 if [ -d .whl ]; then
   $PY -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/site .whl/*.whl \
@@ -31,16 +32,16 @@ fi
 $PY -c "import torch; assert torch.cuda.is_available(), 'no CUDA GPU'; print(torch.cuda.get_device_name())" \
   > "$out/gpu.txt" 2>&1 || { cat "$out/gpu.txt"; echo '{"error": "no CUDA GPU or torch"}'; exit 1; }
 
-t0=$(date +%s)
 deadline=${GPU_CHECK_SECONDS:-560}
 left() { local l=$(( deadline - ($(date +%s) - t0) )); (( l < 1 )) && l=1; (( l < $1 )) && echo "$l" || echo "$1"; }
 
-timeout "$(left 130)" $PY benchmarks/gpu_decode.py --json "$out/decode.json" > "$out/decode.log" 2>&1; decode_rc=$?
+timeout -k 10 "$(left 130)" $PY benchmarks/gpu_decode.py --json "$out/decode.json" > "$out/decode.log" 2>&1; decode_rc=$?
 graphs=""   # CUDA graphs for the runs below only if they decoded exactly as eager on the GPU
-$PY -c "import json,sys; sys.exit(0 if json.load(open('$out/decode.json'))['equal_small_fp32']['graphs_vs_eager'] else 1)" \
-  2>/dev/null && graphs="--cuda-graphs"
+$PY -c "import json,sys; sys.exit(0 if json.load(open(sys.argv[1]))['equal_small_fp32']['graphs_vs_eager'] else 1)" \
+  "$out/decode.json" 2>/dev/null && graphs="--cuda-graphs"
+no_graphs=(); [ -z "$graphs" ] && no_graphs=(-o generation.cuda_graphs=false)   # the default is on
 
-bench() { timeout "$(left 170)" $PY benchmarks/bench_vs_trl.py --device cuda --steps 4 --repeats 1 --hidden 896 --layers 24 \
+bench() { timeout -k 10 "$(left 170)" $PY benchmarks/bench_vs_trl.py --device cuda --steps 4 --repeats 1 --hidden 896 --layers 24 \
   --heads 14 --kv-heads 2 --intermediate 4864 --vocab 151936 --gen-heavy --engine fast "$@" --json "$out/bench.json"; }
 bench $graphs --prefix-sharing > "$out/bench.log" 2>&1; bench_rc=$?
 if [ $bench_rc -ne 0 ] && (( $(left 999) > 330 )); then   # without graphs and prefix sharing
@@ -48,25 +49,25 @@ if [ $bench_rc -ne 0 ] && (( $(left 999) > 330 )); then   # without graphs and p
 fi
 
 shape=7b
-timeout "$(left 200)" $PY benchmarks/gpu_qlora_step.py --shape 7b --engine fast $graphs --completions 16 --workdir /tmp/rlr_q7b > "$out/qlora.log" 2>&1; q_rc=$?
+timeout -k 10 "$(left 200)" $PY benchmarks/gpu_qlora_step.py --shape 7b --engine fast $graphs --completions 16 --workdir /tmp/rlr_q7b > "$out/qlora.log" 2>&1; q_rc=$?
 rm -rf /tmp/rlr_q7b
 if [ $q_rc -ne 0 ] && (( $(left 999) > 150 )); then
   shape=3b
-  timeout "$(left 120)" $PY benchmarks/gpu_qlora_step.py --shape 3b --engine fast --completions 16 --workdir /tmp/rlr_q3b >> "$out/qlora.log" 2>&1; q_rc=$?
+  timeout -k 10 "$(left 120)" $PY benchmarks/gpu_qlora_step.py --shape 3b --engine fast --completions 16 --workdir /tmp/rlr_q3b >> "$out/qlora.log" 2>&1; q_rc=$?
 fi
 
-ACCELERATE_USE_FSDP=true FSDP_VERSION=2 timeout "$(left 70)" $PY -m torch.distributed.run --nproc_per_node 1 \
-  -m rlrecipes train recipes/grpo.yaml --preset tiny -o train.steps=4 -o eval.limit=32 --output-dir /tmp/rlr_fsdp \
+ACCELERATE_USE_FSDP=true FSDP_VERSION=2 timeout -k 10 "$(left 70)" $PY -m torch.distributed.run --nproc_per_node 1 \
+  -m rlrecipes train recipes/grpo.yaml --preset tiny -o train.steps=4 -o eval.limit=32 "${no_graphs[@]}" --output-dir /tmp/rlr_fsdp \
   > "$out/fsdp.log" 2>&1; fsdp_rc=$?
 fsdp_line=$(grep -E "distributed:|pass@1 .* ->" "$out/fsdp.log" | tr '\n' ' ')
 
 xdist=""; $PY -c "import xdist" 2>/dev/null && xdist="-n 12 --dist load"
-timeout "$(left 140)" $PY -m pytest -v -p no:cacheprovider $xdist tests/test_trainer.py tests/test_prefix.py \
+timeout -k 10 "$(left 140)" $PY -m pytest -v -p no:cacheprovider $xdist tests/test_trainer.py tests/test_prefix.py \
   tests/test_checkpoint.py tests/test_credit.py tests/test_model.py tests/test_generate.py tests/test_logprobs.py \
-  tests/test_export.py tests/test_brpo.py tests/test_mixed_groups.py > "$out/tests.log" 2>&1; tests_rc=$?
-tests_line="$(grep -c PASSED "$out/tests.log") passed, $(grep -c -E 'FAILED|ERROR' "$out/tests.log") failed or errors; $(grep -E 'passed|failed' "$out/tests.log" | tail -1)"
+  tests/test_export.py tests/test_brpo.py tests/test_mixed_groups.py tests/test_engine.py > "$out/tests.log" 2>&1; tests_rc=$?
 # the failing tests' names go into the summary itself (a pytest cut by its timeout prints no summary)
 tests_failed=$(grep -E '(FAILED|ERROR) tests/' "$out/tests.log" | grep -oE 'tests/[^ ]+' | sort -u | tr '\n' ' ')
+tests_line="$(grep -c ' PASSED ' "$out/tests.log") passed, $(wc -w <<< "$tests_failed") failed or errors; $(grep -E 'passed|failed' "$out/tests.log" | tail -1)"
 elapsed=$(( $(date +%s) - t0 ))
 
 $PY - "$out" "$tests_rc" "$tests_line" "$bench_rc" "$q_rc" "$shape" "$elapsed" "$fsdp_rc" "$fsdp_line" "$decode_rc" \

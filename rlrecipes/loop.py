@@ -93,7 +93,7 @@ def setup_rl(ctx, base_path: str, resume_from: Path | None = None):
     ctx.reference = Reference(model, r.model.adapter) if ctx.comp.needs_ref else None  # before resumed weights
     if resume_from:
         load_weights(model, resume_from / "model")
-    ctx.sharded = sharding.requested(acc.num_processes)
+    ctx.sharded = sharding.requested()
     if ctx.sharded:
         if ctx.comp.lr_scalers:
             raise UserError("algorithm", "a component that rescales the learning rate from whole gradients "
@@ -101,7 +101,8 @@ def setup_rl(ctx, base_path: str, resume_from: Path | None = None):
         for m in [model] + ([ctx.reference.copy] if ctx.reference and ctx.reference.copy is not None else []):
             sharding.shard(m, acc.device.type, acc.num_processes)
     if ctx.sharded or acc.num_processes > 1:
-        ctx.say(f"distributed: {'fsdp2' if ctx.sharded else 'ddp'}, {acc.num_processes} processes")
+        ctx.say(f"distributed: {'fsdp2' if ctx.sharded else 'ddp'}, {acc.num_processes} "
+                f"process{'es' if acc.num_processes > 1 else ''}")
     ctx.params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(ctx.params, lr=r.train.lr, betas=tuple(r.train.betas),
                                   weight_decay=r.train.weight_decay)

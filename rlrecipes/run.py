@@ -78,7 +78,7 @@ def write_manifest(run_dir: Path, recipe, accelerator, recipe_path: str | None =
     manifest = {"command": sys.argv, "recipe_path": recipe_path, "python": platform.python_version(),
                 "versions": versions, "git_commit": git_commit(), "seed": recipe.train.seed,
                 "device": str(accelerator.device), "processes": accelerator.num_processes,
-                "distributed": "fsdp2" if sharding.requested(accelerator.num_processes) else
+                "distributed": "fsdp2" if sharding.requested() else
                 (None if accelerator.num_processes == 1 else "ddp"),
                 "recipe_sha256": hashlib.sha256(resolved.encode()).hexdigest(),
                 "tool_sandbox": tool_sandbox(recipe)}
@@ -114,7 +114,7 @@ def train(recipe, output_dir: str | None = None, say=print, resume: str | None =
     if recipe.train.prompts_per_step % acc.num_processes:
         raise UserError("train.prompts_per_step", f"{recipe.train.prompts_per_step} prompts do not split "
                         f"evenly over {acc.num_processes} processes", "make it a multiple of the process count")
-    if sharding.requested(acc.num_processes) and recipe.model.adapter == "qlora":
+    if sharding.requested() and recipe.model.adapter == "qlora":
         raise UserError("model.adapter", "QLoRA's 4-bit base weights are not sharded by FSDP2 here",
                         "use adapter: lora with FSDP, or QLoRA under DDP")
     resume_from = None

@@ -42,10 +42,11 @@ def _fsdp_env() -> bool:
     return os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
 
 
-def requested(num_processes: int) -> bool:
-    """True when the launcher's environment asks for FSDP (2) under a distributed launcher
-    (torchrun / accelerate launch set WORLD_SIZE), one process included: a mesh of one shards
-    nothing but runs the same code (how the GPU check exercises FSDP2 on one GPU)."""
+def requested() -> bool:
+    """True when the launcher's environment asks for FSDP (2) under a distributed launcher that
+    sets WORLD_SIZE (torchrun; accelerate launch with several processes), one process included:
+    a mesh of one shards nothing but runs the same code (how the GPU check exercises FSDP2 on
+    one GPU)."""
     return _fsdp_env() and os.environ.get("FSDP_VERSION", "1") == "2" and "WORLD_SIZE" in os.environ
 
 

@@ -165,7 +165,7 @@ def test_fsdp2_on_one_process_trains_as_the_plain_run(tmp_path):
                            "--output-dir", str(sharded)], capture_output=True, text=True, timeout=600,
                           env={**env, "ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "2"})
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "distributed: fsdp2, 1 processes" in proc.stdout
+    assert "distributed: fsdp2, 1 process\n" in proc.stdout
     assert json.loads((sharded / "manifest.json").read_text())["distributed"] == "fsdp2"
     proc = subprocess.run([sys.executable, "-m", "rlrecipes", "train", *args, "--output-dir", str(plain)],
                           capture_output=True, text=True, timeout=600, env=env)

@@ -59,7 +59,7 @@ def test_greedy_equals_hf_generate_token_for_token(adapter, static):
     ids, mask = encode_prompts(tok, PROMPTS, "cpu")
     stop = _stop_token(model, tok, ids, mask)
     ours = sample(model, ids, mask, 3, 24, stop_ids=[stop], pad_id=tok.pad_token_id, greedy=True,
-                  cuda_graphs=static)
+                  static_shapes=static)
     hf = model.generate(input_ids=ids.repeat_interleave(3, 0), attention_mask=mask.repeat_interleave(3, 0),
                         do_sample=False, max_new_tokens=24, pad_token_id=tok.pad_token_id,
                         eos_token_id=stop)[:, ids.shape[1]:]
@@ -105,7 +105,7 @@ def test_sampled_logprobs_are_the_policys(static):
     ids, mask = encode_prompts(tok, PROMPTS, "cpu")
     torch.manual_seed(0)
     comp, logp = sample(model, ids, mask, 4, 12, stop_ids=[tok.eos_token_id], pad_id=tok.pad_token_id,
-                        temperature=0.8, with_logp=True, cuda_graphs=static)
+                        temperature=0.8, with_logp=True, static_shapes=static)
     cmask = completion_mask(comp, tok.eos_token_id)
     ours, _ = token_logprobs(model, ids.repeat_interleave(4, 0), mask.repeat_interleave(4, 0), comp, cmask, 0.8)
     keep = cmask.bool()
@@ -200,3 +200,27 @@ def test_a_full_fine_tune_generates_from_its_own_weights_without_a_copy():
     lora, _ = _policy("lora")
     base = lora.get_base_model().model.layers[0].self_attn.q_proj
     assert weights_of(lora).layers[0]["q"][0].data_ptr() != base.base_layer.weight.data_ptr()   # merged copy
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU (benchmarks/gpu_check.sh runs this)")
+def test_cuda_graphs_decode_as_the_compacting_loop_on_a_gpu():
+    """On a GPU, float32: graph replays give the compacting loop's greedy tokens (rows stopping at
+    different steps, a multi-token stop string), and sampled log-probs the loss recomputes."""
+    model, tok = _policy("lora")
+    model.to("cuda")
+    ids, mask = encode_prompts(tok, PROMPTS, "cuda")
+    stop = _stop_token(model, tok, ids, mask)
+    kw = dict(stop_ids=[stop], pad_id=tok.pad_token_id, greedy=True)
+    assert torch.equal(sample(model, ids, mask, 3, 24, cuda_graphs=True, **kw),
+                       sample(model, ids, mask, 3, 24, cuda_graphs=False, **kw))
+    ends = lambda t: tok.decode(t).endswith(tok.decode([stop, stop]))  # noqa: E731
+    kw = dict(stop_ids=[tok.eos_token_id], stop_text=ends, pad_id=tok.pad_token_id, greedy=True)
+    assert torch.equal(sample(model, ids, mask, 2, 24, cuda_graphs=True, **kw),
+                       sample(model, ids, mask, 2, 24, cuda_graphs=False, **kw))
+    torch.manual_seed(0)
+    comp, logp = sample(model, ids, mask, 4, 20, stop_ids=[tok.eos_token_id], pad_id=tok.pad_token_id,
+                        temperature=0.8, top_p=0.9, with_logp=True, cuda_graphs=True)
+    cmask = completion_mask(comp, tok.eos_token_id)
+    ours, _ = token_logprobs(model, ids.repeat_interleave(4, 0), mask.repeat_interleave(4, 0), comp, cmask, 0.8)
+    keep = cmask.bool()
+    assert torch.allclose(logp[keep], ours[keep], atol=1e-4)

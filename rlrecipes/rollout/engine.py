@@ -57,7 +57,10 @@ def _base(model):
 def effective_linear(mod, dtype) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(effective weight [out, in], bias) of a Linear, a bitsandbytes Linear4bit or a peft LoRA
     layer around either; plain weights are returned as they are (no copy). A 4-bit layer is
-    dequantised into `dtype` (its compute dtype), and so is its bias."""
+    dequantised into `dtype` (its compute dtype), and so is its bias. A LoRA update is added in
+    the base's dtype: with bf16 an update smaller than half a bf16 step of a weight rounds away
+    there (peft's own forward adds the LoRA path in float32), so early in training the sampler's
+    policy can differ slightly from the trained one, as with any merged-weight generator."""
     from peft.tuners.lora import LoraLayer
     if isinstance(mod, LoraLayer):
         weight, bias = effective_linear(mod.get_base_layer(), dtype)
@@ -262,14 +265,15 @@ class StaticDecode:
         if self.tok_N.device.type != "cuda":
             return run()
         if self.graph is None:
-            side = torch.cuda.Stream()
-            side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):
-                first = run()
-            torch.cuda.current_stream().wait_stream(side)
-            self.graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(self.graph):
-                self.logits_NV = run()
+            with torch.cuda.device(self.tok_N.device):   # streams and graphs live on the model's device
+                side = torch.cuda.Stream()
+                side.wait_stream(torch.cuda.current_stream())
+                with torch.cuda.stream(side):
+                    first = run()
+                torch.cuda.current_stream().wait_stream(side)
+                self.graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(self.graph):
+                    self.logits_NV = run()
             return first
         self.graph.replay()
         return self.logits_NV.clone()
@@ -311,16 +315,23 @@ def draw(probs_NV) -> torch.Tensor:
     return torch.searchsorted(cdf_NV, u_N1, right=True).squeeze(1).clamp_(max=cdf_NV.shape[-1] - 1)
 
 
+GRAPH_MIN_TOKENS = 16   # shorter calls (a tool turn's few tokens) decode eagerly: a capture syncs and
+                        # empties the allocator's cache (torch.cuda.graph), more than it saves there
+
+
 @torch.no_grad()
 def sample(model, ids_BP, mask_BP, repeat: int, max_new: int, *, stop_ids: list[int], pad_id: int,
-           stop_text=None, with_logp: bool = False, cuda_graphs: bool = False, **how):
+           stop_text=None, with_logp: bool = False, cuda_graphs: bool = False, static_shapes: bool | None = None,
+           **how):
     """Completion ids [B*repeat, T] (T <= max_new; pad after a row's stop token), `repeat`
     consecutive samples per prompt. `how`: min_new, temperature, top_k, top_p, greedy (see
     `choose`). `stop_text(token_ids) -> bool` ends a row on a multi-token stop string.
     `with_logp`: also the engine's log-prob of each sampled token under logits / temperature
-    (what the loss recomputes), as ([N, T] ids, [N, T] log-probs). `cuda_graphs`: decode steps
-    with fixed shapes (`StaticDecode`), replayed from a CUDA graph on a CUDA device; finished
-    rows then stay in the batch, their tokens discarded."""
+    (what the loss recomputes), as ([N, T] ids, [N, T] log-probs). `cuda_graphs`, on a CUDA
+    device and for at least GRAPH_MIN_TOKENS tokens: decode steps with fixed shapes
+    (`StaticDecode`) replayed from a CUDA graph; finished rows then stay in the batch, their
+    tokens discarded. Elsewhere the compacting loop runs (on CPU the fixed shapes only cost).
+    `static_shapes` forces the fixed-shape path either way (tests run it on CPU)."""
     w = weights_of(model)
     B, P = ids_BP.shape
     device, N = ids_BP.device, B * repeat
@@ -334,7 +345,9 @@ def sample(model, ids_BP, mask_BP, repeat: int, max_new: int, *, stop_ids: list[
     row_N = torch.arange(N, device=device)          # the output row of each cache row
     alive_N = torch.ones(N, dtype=torch.bool, device=device)
     stops = torch.tensor(stop_ids, device=device)
-    graphed = StaticDecode(w, cache, rope, N, device) if cuda_graphs else None
+    if static_shapes is None:
+        static_shapes = cuda_graphs and device.type == "cuda" and max_new >= GRAPH_MIN_TOKENS
+    graphed = StaticDecode(w, cache, rope, N, device) if static_shapes else None
     width = 0
     for t in range(max_new):
         tok_N = choose(logits_NV, t, stop_ids=stop_ids, **how)
