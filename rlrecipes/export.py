@@ -51,7 +51,7 @@ def merged_model(policy, cfg, base_path: str):
     if cfg.adapter == "none":
         return policy
     from .model import load_base
-    from .rollout.engine import effective_linear
+    from .rollout.weights import effective_linear
     base = policy.get_base_model()
     plain = load_base(cfg.model_copy(update={"gradient_checkpointing": False}), torch.device("cpu"), base_path,
                       quantize=False)

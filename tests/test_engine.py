@@ -11,7 +11,8 @@ from rlrecipes.config import Generation, ModelConfig, ToolUse
 from rlrecipes.logprobs import token_logprobs
 from rlrecipes.model import load_policy
 from rlrecipes.registry import register
-from rlrecipes.rollout.engine import fast_generate, fast_supported, sample, weights_of
+from rlrecipes.rollout.engine import fast_generate, fast_supported, sample
+from rlrecipes.rollout.weights import weights_of
 from rlrecipes.rollout.generate import completion_mask, encode_prompts, generate
 from rlrecipes.rollout.multiturn import ToolRollouts
 
