@@ -19,12 +19,12 @@ import json
 import time
 
 import torch
+from gpu_qlora_step import SHAPES as QLORA_SHAPES   # benchmarks/ is on the path of a script run from it
 
-SHAPES = {  # Qwen2.5-0.5B and Qwen2.5-7B (config.json of the released models)
+SHAPES = {  # Qwen2.5-0.5B (config.json of the released model), the QLoRA step's 7B, a small test shape
     "0.5b": dict(hidden_size=896, num_hidden_layers=24, num_attention_heads=14, num_key_value_heads=2,
                  intermediate_size=4864, vocab_size=151936, tie_word_embeddings=True),
-    "7b": dict(hidden_size=3584, num_hidden_layers=28, num_attention_heads=28, num_key_value_heads=4,
-               intermediate_size=18944, vocab_size=152064, tie_word_embeddings=False),
+    "7b": QLORA_SHAPES["7b"],
     "small": dict(hidden_size=256, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
                   intermediate_size=1024, vocab_size=1000, tie_word_embeddings=True),
 }
