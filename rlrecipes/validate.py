@@ -65,17 +65,25 @@ def check_components(recipe) -> None:
     _check_reward_names(recipe)
 
 
+def _stage_section(stage, i: int, kind: str, article: str, example: str):
+    """The section a stage of `kind` carries under the same name (rm, practice): None for a stage
+    of another kind, which must not carry one; required for a stage of this kind."""
+    where, section = f"stages[{i}].{kind}", getattr(stage, kind)
+    if stage.kind != kind:
+        if section is not None:
+            raise UserError(where, f"only {kind} stages take {article} {kind} section (this one is {stage.kind})")
+        return None
+    if section is None:
+        raise UserError(where, f"{article} {kind} stage needs {article} {kind} section", f"e.g. {example}")
+    return section
+
+
 def _check_rm_stage(recipe, i: int, stage) -> None:
     """An rm stage says what it trains; a reward on `model: rm` needs one."""
     where = f"stages[{i}]"
-    if stage.kind != "rm":
-        if stage.rm is not None:
-            raise UserError(f"{where}.rm", f"only rm stages take an rm section (this one is {stage.kind})")
-        return
-    cfg = stage.rm
+    cfg = _stage_section(stage, i, "rm", "an", "rm: {data: {fn: polar_finetune}, loss: bradley_terry}")
     if cfg is None:
-        raise UserError(f"{where}.rm", "an rm stage needs an rm section",
-                        "e.g. rm: {data: {fn: polar_finetune}, loss: bradley_terry}")
+        return
     if stage.steps is None:
         raise UserError(f"{where}.steps", "an rm stage needs steps (0 keeps the untrained model: a control)")
     if stage.adapter != "none":
@@ -101,14 +109,9 @@ def _check_practice_stage(recipe, i: int, stage) -> None:
     """A practice stage (Training-Free GRPO) has a practice section with valid llm sections, and
     runs instead of RL: no steps, no rl stage beside it."""
     where = f"stages[{i}]"
-    if stage.kind != "practice":
-        if stage.practice is not None:
-            raise UserError(f"{where}.practice", f"only practice stages take a practice section (this one is {stage.kind})")
-        return
-    cfg = stage.practice
+    cfg = _stage_section(stage, i, "practice", "a", "practice: {llm: {fn: openai_compatible, base_url: ..., model: ...}}")
     if cfg is None:
-        raise UserError(f"{where}.practice", "a practice stage needs a practice section",
-                        "e.g. practice: {llm: {fn: openai_compatible, base_url: ..., model: ...}}")
+        return
     if stage.steps is not None:
         raise UserError(f"{where}.steps", "a practice stage runs practice.epochs over the data; it takes no steps")
     if any(s.kind == "rl" for s in recipe.stages):
