@@ -98,3 +98,40 @@ def test_hub_failure_is_a_user_error(monkeypatch):
     data = DataConfig(task="arith", source={"hf": "openai/gsm8k"}, test_size=2)
     with pytest.raises(UserError, match="data.source.hf: cannot load 'openai/gsm8k'"):
         load_splits(data, Task(), seed=0)
+
+
+def test_local_json_files_read_without_datasets(tmp_path):
+    """.jsonl and .json rows come through the json module (no pyarrow/pandas import); a key a
+    row lacks reads as None, as datasets reads it; a list-of-objects .json works the same."""
+    import subprocess
+    import sys
+    rows = [{"prompt": "1+1=", "answer": "2", "id": 0}, {"prompt": "2+2=", "answer": "4"}]
+    _write_jsonl(tmp_path / "a.jsonl", rows)
+    (tmp_path / "b.json").write_text(json.dumps(rows))
+    for name in ("a.jsonl", "b.json"):
+        data = DataConfig(task="arith", source={"path": str(tmp_path / name), "test_path": str(tmp_path / name)},
+                          test_size=10)
+        train, test = load_splits(data, Task(), seed=0)
+        assert train == [{"prompt": "1+1=", "answer": "2", "id": 0}, {"prompt": "2+2=", "answer": "4", "id": None}]
+    code = ("import sys; from rlrecipes.config import DataConfig; from rlrecipes.tasks import load_splits; "
+            "from rlrecipes.tasks.base import Task; "
+            f"load_splits(DataConfig(task='arith', source={{'path': {str(tmp_path / 'a.jsonl')!r}}}, test_size=1), Task(), 0); "
+            "print('datasets' in sys.modules, 'pandas' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False"]
+
+
+def test_bad_json_rows_name_the_line(tmp_path):
+    (tmp_path / "d.jsonl").write_text('{"prompt": "1+1=", "answer": "2"}\n\n{"prompt": "2+2=", answer: 4}\n')
+    data = DataConfig(task="arith", source={"path": str(tmp_path / "d.jsonl")}, test_size=1)
+    with pytest.raises(UserError, match=r"data.source.path: line 3 of .*d.jsonl is not JSON"):
+        load_splits(data, Task(), seed=0)
+    (tmp_path / "d.json").write_text('{"rows": []}')
+    data = DataConfig(task="arith", source={"path": str(tmp_path / "d.json")}, test_size=1)
+    with pytest.raises(UserError, match=r"data.source.path: .*d.json holds a JSON dict, not a list of rows"):
+        load_splits(data, Task(), seed=0)
+    _write_jsonl(tmp_path / "e.jsonl", [{"q": "1+1=", "m": {"gt": "2"}}, {"q": "2+2=", "m": {}}])
+    data = DataConfig(task="arith", source={"path": str(tmp_path / "e.jsonl")},
+                      fields={"prompt": "q", "answer": "m.gt"}, test_size=1)
+    with pytest.raises(UserError, match=r"data.fields.answer: 'm.gt' does not lead to a value in row 1"):
+        load_splits(data, Task(), seed=0)

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from .generate import Rollout, encode_prompts, generate, sampled_rollout
-from .weights import Weights, _base, weights_of
+from .weights import Weights, _base, lora_layer_type, weights_of
 
 _ARCHES = ("qwen2", "llama")
 _STATIC_ROPE = ("default", "linear", "llama3")
@@ -41,8 +41,9 @@ def fast_supported(model, prompts=()) -> str | None:
         return f"RoPE type {rope!r}"
     if any(isinstance(p, ImagePrompt) for p in prompts):
         return "image prompts"
-    from peft.tuners.lora import LoraLayer
-    if any(m.use_dora.get(a) for m in base.modules() if isinstance(m, LoraLayer) for a in m.active_adapters):
+    lora_layer = lora_layer_type()
+    if lora_layer is not None and any(m.use_dora.get(a) for m in base.modules() if isinstance(m, lora_layer)
+                                      for a in m.active_adapters):
         return "DoRA adapters"
     return None
 

@@ -9,12 +9,21 @@ optimizer).
 """
 from __future__ import annotations
 
+import sys
+
 import torch
 
 
 def _base(model):
     """The transformers model under a peft wrapper."""
     return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def lora_layer_type():
+    """peft's LoraLayer class, or None when peft was never imported: then no model holds one,
+    and a full fine-tune need not import peft (about 50 MB of resident memory)."""
+    lora = sys.modules.get("peft.tuners.lora")   # loaded by any import of peft, and with every LoraLayer
+    return None if lora is None else lora.LoraLayer
 
 
 def effective_linear(mod, dtype) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -24,8 +33,8 @@ def effective_linear(mod, dtype) -> tuple[torch.Tensor, torch.Tensor | None]:
     the base's dtype: with bf16 an update smaller than half a bf16 step of a weight rounds away
     there (peft's own forward adds the LoRA path in float32), so early in training the sampler's
     policy can differ slightly from the trained one, as with any merged-weight generator."""
-    from peft.tuners.lora import LoraLayer
-    if isinstance(mod, LoraLayer):
+    lora_layer = lora_layer_type()
+    if lora_layer is not None and isinstance(mod, lora_layer):
         weight, bias = effective_linear(mod.get_base_layer(), dtype)
         if not mod.disable_adapters and not mod.merged:
             for name in mod.active_adapters:

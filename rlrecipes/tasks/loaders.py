@@ -8,10 +8,12 @@
     data.fields: {image: img_path}                    # image or images: local paths, PIL, HF Image
 
 Without a test split, the last `data.test_size` rows of a seeded shuffle are held out, so the
-splits are disjoint. Missing columns are errors naming `data.fields`.
+splits are disjoint. Missing columns are errors naming `data.fields`. Local .jsonl and .json files
+are read with the json module (`read_json_rows`); parquet, csv and hub ids go through `datasets`.
 """
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 
@@ -47,20 +49,58 @@ def check_source(source) -> None:
                                 "use .jsonl, .json, .parquet or .csv")
 
 
-def _load(source: dict, which: str):
-    import datasets
+def read_json_rows(path: Path, key: str) -> tuple[list[str], list[dict]]:
+    """(columns, rows) of a .jsonl file (one object per line) or a .json file (a list of objects,
+    or JSON Lines). A key missing from a row reads as None, as `datasets` reads it. Plain json
+    rather than `datasets`: importing that (pyarrow, pandas) costs about 80 MB of resident memory
+    and a second for a file a loop reads in milliseconds, and a bad line is an error naming it."""
+    text = path.read_text(encoding="utf-8")
+    records = None
+    if path.suffix == ".json":
+        try:
+            records = json.loads(text)
+        except json.JSONDecodeError:
+            records = None   # JSON Lines in a .json file, as datasets accepts
+        if records is not None and not isinstance(records, list):
+            raise UserError(f"data.source.{key}", f"{path} holds a JSON {type(records).__name__}, not a list of rows",
+                            "write a list of objects, or one object per line (.jsonl)")
+    if records is None:
+        records = []
+        for number, line in enumerate(text.splitlines(), 1):
+            if line.strip():
+                try:
+                    records.append(json.loads(line))
+                except json.JSONDecodeError as exc:
+                    raise UserError(f"data.source.{key}", f"line {number} of {path} is not JSON: {exc.msg}",
+                                    "write one JSON object per line") from None
+    for number, row in enumerate(records, 1):
+        if not isinstance(row, dict):
+            raise UserError(f"data.source.{key}", f"row {number} of {path} is a {type(row).__name__}, not an object",
+                            'each row is an object such as {"prompt": ..., "answer": ...}')
+    columns = list(dict.fromkeys(k for row in records for k in row))
+    return columns, [{c: row.get(c) for c in columns} for row in records]
 
+
+def _load(source: dict, which: str) -> tuple[list[str], object]:
+    """(column names, rows as dicts) of the train or test split."""
     if "path" in source:
-        path = source["path" if which == "train" else "test_path"]
-        return datasets.load_dataset(FORMATS[Path(path).suffix], data_files=str(path), split="train")
+        key = "path" if which == "train" else "test_path"
+        path = Path(source[key])
+        if path.suffix in (".jsonl", ".json"):
+            return read_json_rows(path, key)
+        import datasets
+        dataset = datasets.load_dataset(FORMATS[path.suffix], data_files=str(path), split="train")
+        return dataset.column_names, dataset
+    import datasets
     split = source.get("split", "train") if which == "train" else source["test_split"]
     try:
-        return datasets.load_dataset(source["hf"], source.get("name"), split=split,
-                                     revision=source.get("revision"))
+        dataset = datasets.load_dataset(source["hf"], source.get("name"), split=split,
+                                        revision=source.get("revision"))
     except Exception as exc:  # the hub raises many types; all mean "could not get it"
         raise UserError("data.source.hf", f"cannot load {source['hf']!r} split {split!r}: "
                         f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
                         "offline? use a local path: or the synthetic source") from exc
+    return dataset.column_names, dataset
 
 
 def _lookup(row: dict, path: str):
@@ -90,11 +130,12 @@ def _check_images(rows: list[dict], which: str, base: Path | None) -> None:
             row[key] = checked if key == "images" else checked[0]
 
 
-def _rows(dataset, fields: dict, task) -> list[dict]:
+def _rows(loaded, fields: dict, task) -> list[dict]:
     """Rows with our field names: `fields` maps ours to the dataset's column, or to a dotted path
     into a nested column (verl parquet: `answer: reward_model.ground_truth`). A chat-format
     prompt column keeps only its last user message."""
-    columns = set(dataset.column_names)
+    names, dataset = loaded
+    columns = set(names)
     first = dataset[0] if len(dataset) else None
     for ours, theirs in fields.items():
         try:
@@ -108,9 +149,14 @@ def _rows(dataset, fields: dict, task) -> list[dict]:
                             "give the nested keys joined by dots, as in reward_model.ground_truth") from None
     renamed = {theirs for theirs in fields.values() if "." not in theirs}
     rows = []
-    for row in dataset:
+    for i, row in enumerate(dataset):
         out = {k: v for k, v in row.items() if k not in renamed}
-        out.update({ours: _lookup(row, theirs) for ours, theirs in fields.items()})
+        for ours, theirs in fields.items():
+            try:
+                out[ours] = _lookup(row, theirs)
+            except (KeyError, TypeError):
+                raise UserError(f"data.fields.{ours}", f"{theirs!r} does not lead to a value in row {i}",
+                                "every row needs the nested keys the first row has") from None
         if "prompt" in out:
             out["prompt"] = _chat_text(out["prompt"])
         rows.append(out)
