@@ -5,8 +5,12 @@ over blocks of rows and keeps only the model's own logits (bf16 on GPU) for the 
 which recomputes the softmax block by block. A plain `logits.float().log_softmax()` keeps
 several float32 copies of a [N, T, V] tensor alive; with a 152k vocabulary that was most of
 rlrecipes' GPU memory (benchmarks/gpu_check.sh, 0.5B model: 12.3 GiB against TRL's 5.3 GiB).
+
+A LoRA model with a half-precision base runs its forward under `adapter_autocast`.
 """
 from __future__ import annotations
+
+import contextlib
 
 import torch
 
@@ -86,6 +90,34 @@ def chosen_logprobs(logits_NTV, ids_NT, temperature: float = 1.0, entropy: str |
     return logp_NT, entropy_NT if entropy == "grad" else entropy_NT.detach()
 
 
+def adapter_autocast(model):
+    """The context a forward of `model` runs in: for LoRA on a bf16/fp16 base with float32
+    adapters (peft's default), autocast to the base's dtype with peft's input casting off; else
+    nothing. peft casts each adapted projection's input to float32 and the backward keeps that
+    copy: measured on a 2-layer bf16 model (8 x 256 tokens), 79.9 MB of saved activations
+    against the full fine-tune's 58.2. Under this context the adapters multiply the bf16
+    activations the base layer keeps anyway (51.4 MB); their weights and gradients stay float32.
+    The HF Trainer's bf16 mode, which TRL runs in, autocasts the same way but keeps peft's casts
+    (59.4 MB). 4-bit bases (QLoRA) are left alone: their residual stream is float32."""
+    from .rollout.weights import lora_layer_type
+    lora_layer = lora_layer_type()
+    if lora_layer is None:
+        return contextlib.nullcontext()
+    for m in model.modules():
+        if isinstance(m, lora_layer) and m.lora_A:
+            base = m.get_base_layer()
+            adapter_dtype = next(iter(m.lora_A.values())).weight.dtype
+            half = (torch.bfloat16, torch.float16)
+            if type(base).__name__ == "Linear4bit" or base.weight.dtype not in half or adapter_dtype in half:
+                return contextlib.nullcontext()
+            from peft.helpers import disable_input_dtype_casting
+            stack = contextlib.ExitStack()
+            stack.enter_context(torch.autocast(base.weight.device.type, dtype=base.weight.dtype))
+            stack.enter_context(disable_input_dtype_casting(model))
+            return stack
+    return contextlib.nullcontext()
+
+
 def token_logprobs(model, prompt_ids_NP, prompt_mask_NP, completion_ids_NT, completion_mask_NT,
                    temperature: float = 1.0, entropy: str | None = None, extras: dict | None = None,
                    vision=None, share_prefix: bool = False):
@@ -104,8 +136,9 @@ def token_logprobs(model, prompt_ids_NP, prompt_mask_NP, completion_ids_NT, comp
     """
     if share_prefix and vision is None:
         from .prefix import shared_prefix_logits
-        logits_NTV = shared_prefix_logits(model, prompt_ids_NP, prompt_mask_NP, completion_ids_NT,
-                                          completion_mask_NT, extras)
+        with adapter_autocast(model):
+            logits_NTV = shared_prefix_logits(model, prompt_ids_NP, prompt_mask_NP, completion_ids_NT,
+                                              completion_mask_NT, extras)
         logp_NT, entropy_NT = chosen_logprobs(logits_NTV, completion_ids_NT, temperature, entropy)
         keep_NT = completion_mask_NT.to(logp_NT.dtype)
         if extras is not None:
@@ -122,8 +155,9 @@ def token_logprobs(model, prompt_ids_NP, prompt_mask_NP, completion_ids_NT, comp
         # with images the model computes its 3-D (M-RoPE) positions from the mask and grids
         inputs = vision.model_kwargs(model, input_ids) if vision is not None and vision.has_images() \
             else {"position_ids": position_ids(attn)}
-        logits_NTV = model(input_ids=input_ids, attention_mask=attn, logits_to_keep=T + 1, use_cache=False,
-                           **inputs).logits[:, :-1]
+        with adapter_autocast(model):
+            logits_NTV = model(input_ids=input_ids, attention_mask=attn, logits_to_keep=T + 1, use_cache=False,
+                               **inputs).logits[:, :-1]
     finally:
         if hook is not None:
             hook.remove()

@@ -11,6 +11,7 @@ import random
 
 import torch
 
+from .logprobs import adapter_autocast
 from .model import attach_adapter, load_base, save_pretrained
 from .vision import ImagePrompt, processor_of
 
@@ -66,7 +67,8 @@ def run_sft(recipe, stage, base_path: str, tokenizer, task, rows, prompts, out_d
             batch_golds = [g for _, g in pairs]
         ids, attn, labels, vision = sft_batch(tokenizer, batch_prompts, batch_golds, device)
         extra = {} if vision is None else vision.model_kwargs(model, ids)
-        loss = model(input_ids=ids, attention_mask=attn, labels=labels, use_cache=False, **extra).loss
+        with adapter_autocast(model):
+            loss = model(input_ids=ids, attention_mask=attn, labels=labels, use_cache=False, **extra).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, recipe.train.max_grad_norm or float("inf"))
         optimizer.step()

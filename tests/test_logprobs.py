@@ -40,3 +40,58 @@ def test_worked_example_and_dtypes():
     # d log p_1 / dx = [0, 1] - p = [-1/4, 1/4]; the gradient keeps the logits' dtype
     assert logits.grad.dtype == torch.bfloat16
     torch.testing.assert_close(logits.grad.float(), torch.tensor([[[-0.25, 0.25]]]), atol=5e-3, rtol=0)
+
+
+def _lora_policy(dtype: str, adapter: str = "lora"):
+    from rlrecipes.config import load_recipe
+    from rlrecipes.model import attach_adapter, load_base
+    cfg = load_recipe("recipes/grpo.yaml", "tiny", [f"model.dtype={dtype}", f"model.adapter={adapter}"]).model
+    torch.manual_seed(0)
+    model = attach_adapter(load_base(cfg, torch.device("cpu"), quantize=adapter == "qlora"), cfg)
+    for n, p in model.named_parameters():   # a trained-looking adapter: B is zero at init
+        if "lora_B" in n:
+            torch.nn.init.normal_(p, std=0.02)
+    return model
+
+
+def _saved_bytes_and_grads(model, ctx):
+    """Bytes of non-parameter tensors the autograd graph keeps for one forward, and the LoRA
+    gradients after its backward."""
+    saved, params = {}, {p.untyped_storage().data_ptr() for p in model.parameters()}
+
+    def pack(t):
+        saved[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+    ids = torch.randint(5, 60, (4, 40), generator=torch.Generator().manual_seed(1))
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), ctx:
+        logits = model(input_ids=ids).logits
+    model.zero_grad()
+    logits.float().log_softmax(-1)[..., 7].sum().backward()
+    grads = torch.cat([p.grad.flatten() for n, p in model.named_parameters() if p.requires_grad])
+    return sum(v for k, v in saved.items() if k not in params), grads, logits.detach().float()
+
+
+def test_adapter_autocast_keeps_no_float32_copies_for_lora_on_a_bf16_base():
+    """LoRA on a bf16 base with float32 adapters: the forward under `adapter_autocast` keeps
+    fewer activation bytes for the backward than peft's casting forward (which keeps a float32
+    copy of every adapted projection's input), with the same logits and gradients to bf16
+    precision; the adapters and their gradients stay float32."""
+    import contextlib
+    model = _lora_policy("bfloat16")
+    assert {p.dtype for p in model.parameters() if p.requires_grad} == {torch.float32}
+    plain, g_plain, logits_plain = _saved_bytes_and_grads(model, contextlib.nullcontext())
+    ctx = lp.adapter_autocast(model)
+    assert not isinstance(ctx, contextlib.nullcontext)
+    mixed, g_mixed, logits_mixed = _saved_bytes_and_grads(model, ctx)
+    assert mixed < 0.8 * plain, (mixed, plain)
+    assert g_mixed.dtype == torch.float32 and torch.isfinite(g_mixed).all()
+    assert torch.nn.functional.cosine_similarity(g_mixed, g_plain, dim=0) > 0.99
+    assert (logits_mixed - logits_plain).abs().max() < 0.1
+    assert all(m.cast_input_dtype_enabled for m in model.modules() if hasattr(m, "cast_input_dtype_enabled"))
+
+
+def test_adapter_autocast_is_nothing_for_float32_full_and_qlora():
+    import contextlib
+    assert isinstance(lp.adapter_autocast(_lora_policy("float32")), contextlib.nullcontext)
+    assert isinstance(lp.adapter_autocast(_lora_policy("bfloat16", "none")), contextlib.nullcontext)
+    assert isinstance(lp.adapter_autocast(_lora_policy("bfloat16", "qlora")), contextlib.nullcontext)
