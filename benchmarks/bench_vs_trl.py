@@ -236,6 +236,11 @@ def main() -> None:
                     f"{k} {v:.3f}" for k, v in r["phases"].items()))
         print(f"{mode:6} ratio      speed x{ratio['speed']:.2f} (target >= {2.5 if args.gen_heavy else 1.5})   "
               f"peak RSS x{ratio['rss']:.2f} (target <= 0.8)")
+        if "phases" in ours:   # what the speed ratio could reach if our generation took no time
+            rest = sum(v for k, v in ours["phases"].items() if k != "generate")
+            ratio["bound_free_generation"] = (B * G / trl["completions_per_s"]) / rest
+            print(f"{mode:6} bound      speed x{ratio['bound_free_generation']:.2f} if our generation took no time "
+                  f"(TRL's step / our {rest:.3f} s of scoring, reference and update)")
     if args.json:
         args.json.write_text(json.dumps(summary, indent=2))
 
