@@ -18,7 +18,8 @@ every run writes). `gather` is the RSS increase on entering `gathered` (max over
 Beside the measurements it prints the bytes expected per rank by arithmetic (fp32, P params,
 N ranks): weights, reference copy, gradients 4P each and AdamW 8P, divided by N under FSDP2;
 DDP's gradient buckets 4P; FSDP2's gathered parameters 4P during generation; FSDP2's rank 0
-holds the full model and optimizer state (12P) while writing a checkpoint. Not a test.
+holds the full weights (4P) while writing a checkpoint (each rank writes its own optimizer
+shards; before 2026-12-04 rank 0 gathered AdamW's state too, 12P in all). Not a test.
 
     python benchmarks/fsdp_memory.py [--hidden 768 --layers 12] [--steps 3] [--modes plain,ddp,fsdp2]
                                      [--json out.json]
@@ -183,7 +184,7 @@ def expected_mb(mode: str, nproc: int, P: int, rank: int) -> dict:
     w = 4 * P / n / MB                                  # policy weights; reference copy and grads alike
     buckets = 4 * P / MB if mode == "ddp" else 0.0      # DDP's flat gradient buckets, kept between steps
     gathered = 4 * P / MB if mode == "fsdp2" else 0.0   # the whole parameters during generation
-    full_ckpt = 12 * P / MB if mode == "fsdp2" and rank == 0 else 0.0   # full weights + AdamW on rank 0
+    full_ckpt = 4 * P / MB if mode == "fsdp2" and rank == 0 else 0.0   # the full weights on rank 0
     return {"weights": w, "reference": w, "grads": w, "adamw": 2 * w, "ddp_buckets": buckets,
             "gathered": gathered, "generate": w + w + 2 * w + buckets + gathered,
             "update": w + w + w + 2 * w + buckets, "checkpoint_extra": full_ckpt}
@@ -231,7 +232,7 @@ def report(args, s: dict, P: int, results: dict) -> None:
         f = results["fsdp2"]["ranks"]
         print(f"gathered: {max(r['gather_mb'] for r in f):.0f} MB measured on entering, "
               f"{f[0]['expected_mb']['gathered']:.0f} by arithmetic (4P); rank 0 writing a checkpoint: "
-              f"+{f[0]['expected_mb']['checkpoint_extra']:.0f} by arithmetic (12P)")
+              f"+{f[0]['expected_mb']['checkpoint_extra']:.0f} by arithmetic (4P)")
 
 
 def main() -> None:

@@ -1,7 +1,8 @@
 """Atomic checkpoints, exact resume and the run manifest.
 
-    runs/<name>/checkpoints/step-000050/   model/ (adapter, or full weights), optimizer.pt,
-                                           scheduler.pt, rng.pt (per rank), components.pt, trainer_state.json
+    runs/<name>/checkpoints/step-000050/   model/ (adapter, or full weights), optimizer.pt
+                                           (FSDP2: optimizer/, each rank's shards), scheduler.pt,
+                                           rng.pt (per rank), components.pt, trainer_state.json
     runs/<name>/checkpoints/best -> step-…
 
 A checkpoint is written to `checkpoints/.tmp-step-…` in the same directory, every file and the
@@ -74,21 +75,37 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def staging(run_dir: Path, step: int) -> Path:
+    """A fresh, empty folder that `save` fills and renames to checkpoint `step` (stale ones from
+    an interrupted save removed). A sharded run creates it on rank 0 before every rank writes its
+    optimizer shards into it."""
+    tmp = staging_path(run_dir, step)
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    for stale in tmp.parent.glob(".tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp.mkdir()
+    return tmp
+
+
+def staging_path(run_dir: Path, step: int) -> Path:
+    """Where `staging` makes its folder (the other ranks of a sharded run write there too)."""
+    final = step_dir(run_dir, step)
+    return final.parent / f".tmp-{final.name}"
+
+
 def save(run_dir: Path, step: int, model, optimizer, scheduler, components: dict, state: dict,
          keep_last: int, keep: tuple[Path, ...] = (), rng: list[dict] | None = None,
-         model_state: dict | None = None, optimizer_state: dict | None = None) -> Path:
+         model_state: dict | None = None, staged: Path | None = None) -> Path:
     """Write checkpoint `step` atomically; prune to `keep_last` (never a path in `keep`).
     `rng`: every process's `rng_state()`, by rank (several processes); default this process's.
-    `model_state`, `optimizer_state`: full state dicts of a sharded model (`sharding.full_state`)."""
+    `model_state`: the full state dict of a sharded model (`sharding.full_state`). `staged`: the
+    `staging` folder the ranks already wrote the optimizer's shards into (sharded runs); else
+    the optimizer's `state_dict()` goes to `optimizer.pt`."""
     final = step_dir(run_dir, step)
-    root = final.parent
-    root.mkdir(parents=True, exist_ok=True)
-    for stale in root.glob(".tmp-*"):
-        shutil.rmtree(stale, ignore_errors=True)
-    tmp = root / f".tmp-{final.name}"
-    tmp.mkdir()
+    tmp = staged if staged is not None else staging(run_dir, step)
     model.save_pretrained(tmp / "model", **({"state_dict": model_state} if model_state is not None else {}))
-    torch.save(optimizer_state if optimizer_state is not None else optimizer.state_dict(), tmp / "optimizer.pt")
+    if staged is None:
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
     torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
     torch.save(rng if rng is not None else [rng_state()], tmp / "rng.pt")
     torch.save({name: c.state_dict() for name, c in components.items()}, tmp / "components.pt")
@@ -97,7 +114,7 @@ def save(run_dir: Path, step: int, model, optimizer, scheduler, components: dict
     if final.exists():  # re-saving the same step (e.g. interrupted right after a periodic save)
         shutil.rmtree(final)
     os.replace(tmp, final)
-    _fsync_tree(root)
+    _fsync_tree(final.parent)
     prune(run_dir, keep_last, keep=(final, *keep))
     return final
 
@@ -132,7 +149,7 @@ def load(path: Path, model, optimizer, scheduler, components: dict, rank: int = 
     from .sharding import load_optimizer
     if weights:
         load_weights(model, path / "model")
-    load_optimizer(model, optimizer, torch.load(path / "optimizer.pt", weights_only=False))
+    load_optimizer(model, optimizer, path)
     scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=False))
     states = torch.load(path / "components.pt", weights_only=False)
     for name, component in components.items():

@@ -124,11 +124,17 @@ def save_checkpoint(ctx, step: int, state: dict) -> Path:
     if acc.num_processes > 1:  # every rank's generator state, so that each resumes where it was
         from accelerate.utils import gather_object
         rng = gather_object(rng)
-    model_sd, optim_sd = sharding.full_state(ctx.model, ctx.optimizer) if ctx.sharded else (None, None)
+    model_sd, staged = None, None
+    if ctx.sharded:   # the optimizer as each rank's shards, into a folder rank 0 makes; the weights gathered
+        staged = checkpoint.staging(ctx.run_dir, step) if acc.is_main_process else \
+            checkpoint.staging_path(ctx.run_dir, step)
+        acc.wait_for_everyone()   # the folder exists before any rank writes into it
+        sharding.save_optimizer(ctx.model, ctx.optimizer, staged / sharding.OPTIMIZER_DIR)
+        model_sd = sharding.full_state(ctx.model)
     if acc.is_main_process:
         path = checkpoint.save(ctx.run_dir, step, acc.unwrap_model(ctx.model), ctx.optimizer,
                                ctx.scheduler, ctx.comp.stateful(), state, r.checkpoint.keep_last, rng=rng,
-                               model_state=model_sd, optimizer_state=optim_sd)
+                               model_state=model_sd, staged=staged)
     acc.wait_for_everyone()
     return path
 
@@ -184,7 +190,7 @@ def rl_stage(ctx, base_path: str, resume_from: Path | None) -> dict:
     final = checkpoint.step_dir(run_dir, r.train.steps)
     if saved != final or improved:  # the last step's checkpoint, unless the loop just wrote it
         final = save_checkpoint(ctx, r.train.steps, state)
-    model_sd = sharding.full_state(ctx.model)[0] if ctx.sharded else None
+    model_sd = sharding.full_state(ctx.model) if ctx.sharded else None
     if acc.is_main_process:
         if improved:
             checkpoint.mark_best(run_dir, final)

@@ -12,15 +12,17 @@ exercise sharding) and because the loop needs the whole weights at moments it ch
   and kept whole until the block ends (a full copy per rank meanwhile, as FSDP1's
   `summon_full_params`), with no collective while decoding, so ranks may generate different
   lengths and different numbers of batches;
-- checkpoints and `final/` are written from full state dicts gathered to rank 0 (torch's
-  distributed-checkpoint state-dict API): the same files as an unsharded run; the optimizer
-  state is the full one, keyed by parameter name;
+- the weights in checkpoints and `final/` are written from a full state dict gathered to rank 0
+  (torch's distributed-checkpoint state-dict API): the same files as an unsharded run; the
+  optimizer state is written as each rank's shards (`optimizer/`, DCP), never gathered;
 - the reference copy of a full fine-tune is sharded the same way.
 """
 from __future__ import annotations
 
 import contextlib
 import os
+import warnings
+from pathlib import Path
 
 import torch
 
@@ -102,24 +104,47 @@ def gathered(model):
             m.reshard()
 
 
-def full_state(model, optimizer=None) -> tuple[dict, dict | None]:
-    """(model state dict, optimizer state dict or None), whole and on CPU, on rank 0; empty on
-    the other ranks. Every rank must call it (it gathers)."""
-    from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
-                                                         get_optimizer_state_dict)
-    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
-    model_sd = get_model_state_dict(model, options=options)
-    optim_sd = None if optimizer is None else get_optimizer_state_dict(model, optimizer, options=options)
-    return model_sd, optim_sd
+def full_state(model) -> dict:
+    """The model's state dict, whole and on CPU, on rank 0; empty on the other ranks. Every rank
+    must call it (it gathers)."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
 
 
-def load_optimizer(model, optimizer, state: dict) -> None:
-    """Restore an optimizer from `optimizer.pt`: a plain `state_dict()` (unsharded runs), or the
-    full, name-keyed state `full_state` writes (sharded runs), into a sharded or plain model."""
+OPTIMIZER_DIR = "optimizer"   # in a checkpoint of a sharded run: the optimizer state as each rank's shards
+
+
+def save_optimizer(model, optimizer, folder: Path) -> None:
+    """The optimizer state as each rank's own shards (torch.distributed.checkpoint, DCP): no rank
+    gathers it. AdamW keeps two float32 moments per weight, 8 bytes per parameter; gathered
+    whole on rank 0 at every checkpoint, as before 2026-12-04, they were most of that rank's peak
+    memory (benchmarks/fsdp_memory.py). Every rank calls it with the same `folder`."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
+    dcp.save({"optimizer": get_optimizer_state_dict(model, optimizer)}, checkpoint_id=str(folder))
+
+
+def load_optimizer(model, optimizer, checkpoint: Path) -> None:
+    """Restore an optimizer from a checkpoint directory: its `optimizer/` shards (sharded runs;
+    DCP reshards, so any number of processes, or a plain one, may resume them), else its
+    `optimizer.pt`: a plain `state_dict()` (unsharded runs) or the full, name-keyed state that
+    sharded runs wrote before 2026-12-04."""
+    from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_optimizer_state_dict,
+                                                         set_optimizer_state_dict)
+    if (checkpoint / OPTIMIZER_DIR).is_dir():
+        import torch.distributed as dist
+        import torch.distributed.checkpoint as dcp
+        state = {"optimizer": get_optimizer_state_dict(model, optimizer)}   # initialised (zero) moments to fill
+        single = not (dist.is_available() and dist.is_initialized())
+        with warnings.catch_warnings():   # "assuming the intent is to load in a single process": it is
+            warnings.simplefilter("ignore", UserWarning)
+            dcp.load(state, checkpoint_id=str(checkpoint / OPTIMIZER_DIR), no_dist=single)
+        set_optimizer_state_dict(model, optimizer, state["optimizer"])
+        return
+    state = torch.load(checkpoint / "optimizer.pt", weights_only=False)
     if not any(isinstance(k, str) for k in state.get("state", {})):
         optimizer.load_state_dict(state)
         return
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
     set_optimizer_state_dict(model, optimizer, state, options=StateDictOptions(full_state_dict=True))
 
 

@@ -85,6 +85,9 @@ def test_two_processes_agree_and_resume_bitwise_after_sigkill(tmp_path, mode):
     assert proc.returncode == 0, proc.stderr[-3000:]
     b = _step_rows(killed)
     assert sorted(b) == list(range(1, 9))
+    if mode == "fsdp2":   # the optimizer state was written as each rank's shards, not gathered
+        assert (checkpoint.step_dir(killed, 4) / "optimizer").is_dir()
+        assert not (checkpoint.step_dir(killed, 4) / "optimizer.pt").exists()
     for step in range(5, 9):
         assert (a[step]["loss"], a[step]["reward_mean"], a[step]["kl"]) == \
             (b[step]["loss"], b[step]["reward_mean"], b[step]["kl"]), step
@@ -156,7 +159,8 @@ def test_deepspeed_and_fsdp1_are_refused_in_one_line(tmp_path, env, field):
 def test_fsdp2_on_one_process_trains_as_the_plain_run(tmp_path):
     """FSDP2 asked for by the launcher with one process (one GPU: how benchmarks/gpu_check.sh
     exercises the sharded code there) shards over a mesh of one: the log and manifest say so,
-    and a 2-step full fine-tune logs the plain single-process run's losses and rewards."""
+    and a 2-step full fine-tune logs the plain single-process run's losses and rewards. Its
+    checkpoint's optimizer shards load into a plain model as the plain run's AdamW moments."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
     args = ["recipes/grpo.yaml", "--preset", "tiny", *sum((["-o", o] for o in [*FAST, "model.adapter=none"]), [])]
     sharded, plain = tmp_path / "fsdp", tmp_path / "plain"
@@ -176,3 +180,20 @@ def test_fsdp2_on_one_process_trains_as_the_plain_run(tmp_path):
     for step in (1, 2):
         assert a[step]["reward_mean"] == b[step]["reward_mean"]
         assert abs(a[step]["loss"] - b[step]["loss"]) < 1e-5, step
+    # the sharded run's optimizer is each rank's shards (DCP), never gathered; a plain process
+    # loads them (DCP reshards) into the moments the plain run saved whole in optimizer.pt
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from rlrecipes.sharding import OPTIMIZER_DIR, load_optimizer
+    last_sharded, last_plain = checkpoint.latest_checkpoint(sharded), checkpoint.latest_checkpoint(plain)
+    assert (last_sharded / OPTIMIZER_DIR).is_dir() and not (last_sharded / "optimizer.pt").exists()
+    assert (last_plain / "optimizer.pt").is_file() and not (last_plain / OPTIMIZER_DIR).exists()
+    model = AutoModelForCausalLM.from_pretrained(last_plain / "model")
+    loaded, saved = torch.optim.AdamW(model.parameters()), torch.optim.AdamW(model.parameters())
+    load_optimizer(model, loaded, last_sharded)
+    load_optimizer(model, saved, last_plain)
+    moments = lambda opt: [opt.state[p][k] for p in model.parameters() for k in ("exp_avg", "exp_avg_sq")]  # noqa: E731
+    assert [float(opt.state[p]["step"]) for opt in (loaded, saved) for p in list(model.parameters())[:1]] == [2.0, 2.0]
+    for x, y in zip(moments(loaded), moments(saved)):
+        assert torch.allclose(x, y, rtol=1e-3, atol=1e-8)
