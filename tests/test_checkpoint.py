@@ -224,3 +224,30 @@ def test_spo_resume_reproduces_the_uninterrupted_run(tmp_path):
     for step in (3, 4):
         for key in ("loss", "reward_mean", "spo/p_hat", "spo/rho", "spo/D"):
             assert a[step][key] == b[step][key], (step, key)
+
+
+def test_optimizer_pt_in_both_layouts_loads(tmp_path):
+    """`optimizer.pt` as a plain `state_dict()` (unsharded runs) and as the full, name-keyed state
+    sharded runs wrote before their optimizer went to `optimizer/` shards: both restore the same
+    AdamW moments."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+    from rlrecipes.sharding import load_optimizer
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 2))
+    opt = torch.optim.AdamW(model.parameters(), lr=0.1)
+    for _ in range(2):
+        model(torch.randn(5, 3)).square().sum().backward()
+        opt.step()
+        opt.zero_grad()
+    named = get_optimizer_state_dict(model, opt, options=StateDictOptions(full_state_dict=True))
+    assert all(isinstance(k, str) for k in named["state"])
+    for layout, state in (("plain", opt.state_dict()), ("named", named)):
+        folder = tmp_path / layout
+        folder.mkdir()
+        torch.save(state, folder / "optimizer.pt")
+        fresh = torch.optim.AdamW(model.parameters(), lr=0.1)
+        load_optimizer(model, fresh, folder)
+        for p in model.parameters():
+            for key in ("exp_avg", "exp_avg_sq", "step"):
+                assert torch.equal(fresh.state[p][key], opt.state[p][key]), (layout, key)
