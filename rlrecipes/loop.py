@@ -15,7 +15,7 @@ import torch
 from . import checkpoint, sharding
 from .errors import UserError
 from .evaluate import evaluate, summarize
-from .model import Reference, load_policy, load_weights, save_pretrained
+from .model import Reference, load_base, load_policy, load_weights, save_pretrained
 from .progress import StepProgress
 from .trainer import Components, lr_lambda, rl_step
 
@@ -88,12 +88,18 @@ def setup_rl(ctx, base_path: str, resume_from: Path | None = None):
     """Policy (with a resumed run's weights), optimizer, scheduler, components and reference;
     DDP through accelerate, or FSDP2 (`rlrecipes/sharding.py`) when the launcher asks for it."""
     r, acc = ctx.recipe, ctx.accelerator
-    model, _ = load_policy(r.model, acc.device, base_path)
+    ctx.sharded = sharding.requested()
+    # FSDP2: whole models stay on the CPU (memory-mapped); `shard` moves each layer's shards to the device
+    model, _ = load_policy(r.model, acc.device, base_path, on_cpu=ctx.sharded)
     ctx.comp = Components(r, len(ctx.train_rows))
-    ctx.reference = Reference(model, r.model.adapter) if ctx.comp.needs_ref else None  # before resumed weights
+    if ctx.comp.needs_ref:   # before resumed weights
+        fresh = load_base(r.model, acc.device, base_path, on_cpu=True) \
+            if ctx.sharded and r.model.adapter == "none" else None
+        ctx.reference = Reference(model, r.model.adapter, copy_of=fresh)
+    else:
+        ctx.reference = None
     if resume_from:
         load_weights(model, resume_from / "model")
-    ctx.sharded = sharding.requested()
     if ctx.sharded:
         if ctx.comp.lr_scalers:
             raise UserError("algorithm", "a component that rescales the learning rate from whole gradients "

@@ -50,9 +50,12 @@ def load_tokenizer(cfg, path: str | None = None):
     return tok
 
 
-def load_base(cfg, device: torch.device, path: str | None = None, quantize: bool = False):
+def load_base(cfg, device: torch.device, path: str | None = None, quantize: bool = False,
+              on_cpu: bool = False):
     """The plain causal LM (or image-text-to-text model with `model.vision`) from `path`
-    (default: the recipe's model), optionally 4-bit NF4."""
+    (default: the recipe's model), optionally 4-bit NF4. `device` decides `dtype: auto`;
+    `on_cpu` leaves the weights on the CPU, memory-mapped from the checkpoint's files where
+    their dtype allows, for FSDP2 to move each layer's shards to `device` (`sharding.shard`)."""
     from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, BitsAndBytesConfig
     from .vision import TOWER_NAMES
     path = path or resolve_path(cfg)
@@ -76,7 +79,7 @@ def load_base(cfg, device: torch.device, path: str | None = None, quantize: bool
                         f"{str(exc).splitlines()[0]}", "a hub id needs the network; or give a local directory") from exc
     if quantize:
         _keep_cpu_4bit_trainable(model)
-    else:
+    elif not on_cpu:
         model.to(device)
     if cfg.vision is not None and not cfg.vision.train_tower:
         from .vision import tower
@@ -114,20 +117,24 @@ def attach_adapter(model, cfg):
     return get_peft_model(model, lora)
 
 
-def load_policy(cfg, device: torch.device, path: str | None = None):
-    """(policy, tokenizer) ready for RL: the base at `path` with the recipe's adapter."""
+def load_policy(cfg, device: torch.device, path: str | None = None, on_cpu: bool = False):
+    """(policy, tokenizer) ready for RL: the base at `path` with the recipe's adapter
+    (`on_cpu`: see `load_base`)."""
     tokenizer = load_tokenizer(cfg, path)
-    model = load_base(cfg, device, path, quantize=cfg.adapter == "qlora")
+    model = load_base(cfg, device, path, quantize=cfg.adapter == "qlora", on_cpu=on_cpu)
     return attach_adapter(model, cfg), tokenizer
 
 
 class Reference:
     """Reference log-probs: adapter disabled for lora/qlora, a frozen copy for a full fine-tune."""
 
-    def __init__(self, policy, adapter: str):
+    def __init__(self, policy, adapter: str, copy_of=None):
+        """`copy_of`: a fresh load of the base to use as the frozen copy (FSDP2: memory-mapped,
+        the page cache shared by the ranks) instead of a deep copy of the policy (private
+        memory on each rank)."""
         self.policy, self.copy = policy, None
         if adapter == "none":
-            self.copy = copy.deepcopy(policy).eval().requires_grad_(False)
+            self.copy = (copy_of if copy_of is not None else copy.deepcopy(policy)).eval().requires_grad_(False)
 
     def context(self, model):
         """(model to run, context manager) for a reference forward pass."""
