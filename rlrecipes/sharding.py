@@ -6,6 +6,9 @@ torch's `fully_shard` ourselves instead of handing the model to `accelerator.pre
 accelerate shards only on accelerators (on CPU it quietly runs DDP, so no test here could
 exercise sharding) and because the loop needs the whole weights at moments it chooses:
 
+- the policy (and a full fine-tune's reference) are loaded on the CPU, memory-mapped from the
+  checkpoint's files, and `fully_shard` moves each layer's shards to the device as it wraps
+  it: no device holds a whole model while loading;
 - every decoder layer (the model's `_no_split_modules`) and the root are sharded over all
   ranks: parameters, gradients and AdamW state take 1/P of their memory per rank;
 - rollouts and evaluation run inside `gathered(model)`: each parameter is all-gathered once
