@@ -42,7 +42,7 @@ def register(kind: str, name: str) -> Callable:
 
 def _load_builtins() -> None:
     # Importing the component packages runs their @register decorators.
-    from . import algorithms, llm, rewards, rollout, tasks, transforms  # noqa: F401
+    from . import algorithms, llm, llm_local, rewards, rollout, tasks, transforms  # noqa: F401
 
 
 def names(kind: str) -> list[str]:

@@ -18,7 +18,7 @@ from . import branches, credit
 from .algorithms.advantages import nanstd
 from .registry import call_with, construct, get, signature_params
 from .rewards.combine import combine, score
-from .rollout.samplers import step_prompts
+from .rollout.paraphrase import step_prompts
 from .update import fixed_logprobs, micro_batches, update
 
 

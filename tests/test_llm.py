@@ -1,4 +1,4 @@
-"""LLM clients (rlrecipes/llm.py: mock, openai_compatible against a local server, local_hf on the
+"""LLM clients (rlrecipes/llm.py: mock, openai_compatible against a local server; llm_local.py: local_hf on the
 tiny model) and the llm_judge reward (issue 19 mechanism 5)."""
 import json
 import threading
@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from rlrecipes import llm as llm_mod
+from rlrecipes import llm_local
 from rlrecipes.config import load_recipe
 from rlrecipes.errors import UserError
 from rlrecipes.llm import Mock, as_text, check_section, client
@@ -201,7 +202,7 @@ def test_local_hf_tiny_greedy_batched_and_rng_untouched(on_cpu):
     assert all(len(c.tokenizer(o, add_special_tokens=False)["input_ids"]) <= 6 for o in out)
     assert c.complete(prompts) == out                                  # greedy: deterministic
     assert [c.complete([p])[0] for p in prompts] == out                # batching (left padding) changes nothing
-    assert llm_mod._load_hf("tiny", c.device, c.dtype, False, "x")[0] is c.model   # loaded once
+    assert llm_local._load_hf("tiny", c.device, c.dtype, False, "x")[0] is c.model   # loaded once
     state = torch.random.get_rng_state()
     sampled = client({"fn": "local_hf", "model": "tiny", "max_new_tokens": 6, "temperature": 1.0, "seed": 3})
     first = sampled.complete(prompts)

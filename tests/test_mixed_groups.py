@@ -19,8 +19,8 @@ from rlrecipes.rewards.info_consistency import (group_entropy, info_helpfulness,
                                                 stability)
 from rlrecipes.rollout.engine import fast_generate
 from rlrecipes.rollout.generate import completion_mask, encode_prompts, generate
-from rlrecipes.rollout.paraphrase import ParaphraseGroups
-from rlrecipes.rollout.samplers import Uniform, step_prompts
+from rlrecipes.rollout.paraphrase import ParaphraseGroups, step_prompts
+from rlrecipes.rollout.samplers import Uniform
 from rlrecipes.run import train
 from rlrecipes.tasks.paraphrase import ArithParaphrase
 from rlrecipes.tiny import build_model, build_tokenizer

@@ -11,6 +11,8 @@ completions (`group_size`), so `info_stability` can compare paraphrases' answers
 """
 from __future__ import annotations
 
+import math
+
 import torch
 
 from ..errors import UserError
@@ -63,3 +65,20 @@ class ParaphraseGroups(Uniform):
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
         self.gen.set_state(state["gen"])
+
+
+def step_prompts(sampler, rows_B: list[dict], prompts_B: list[str], G: int, format) -> tuple[list[str], int]:
+    """(prompts, repeat) that generate one step's B·G rows in group order: each training row's
+    prompt G times, or a mixed-group sampler's prompts, formatted by `format(texts, rows)`, with
+    runs of equal prompts folded into `repeat` (the largest that divides every run)."""
+    if not hasattr(sampler, "group_prompts"):
+        return prompts_B, G
+    questions = [q for qs in sampler.group_prompts(rows_B, G) for q in qs]
+    flat = format(questions, [row for row in rows_B for _ in range(G)])
+    runs, start = [], 0
+    for i in range(1, len(flat) + 1):
+        if i == len(flat) or flat[i] != flat[start]:
+            runs.append(i - start)
+            start = i
+    repeat = math.gcd(*runs)
+    return flat[::repeat], repeat

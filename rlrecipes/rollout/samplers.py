@@ -14,7 +14,7 @@ row keeps its own prompt in generation, rewards, and the log-prob forward. The c
   - a group is still G consecutive rows of one training row: `rows`, `row_ids_B`, advantages and
     checkpoints are unchanged; rewards get the G rows' own prompts and `group_size`, so one that
     compares a group's completions (leave-one-out agreement) sees the whole group;
-  - equal consecutive prompts are generated as one prompt with `repeat` (`step_prompts`), so the
+  - equal consecutive prompts are generated as one prompt with `repeat` (`paraphrase.step_prompts`), so the
     `fast` engine still prefills each distinct prompt once; `train.prefix_sharing` packs rows by
     identical prompt (rlrecipes/prefix.py), so a mixed group is simply several packed sequences;
   - whatever the sampler draws to choose prompts is in its `state_dict` (resume is exact).
@@ -22,7 +22,6 @@ A refining component that draws fresh groups (`Batch.draw`) draws standard ones.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -180,23 +179,6 @@ class DynamicSampling(Uniform):
             batch.replace(dest, fresh, src, fresh_NK)
         m["ds/filled_frac"] = 1 - len(empty) / n_groups
         m["ds/rounds"] = float(rounds)
-
-
-def step_prompts(sampler, rows_B: list[dict], prompts_B: list[str], G: int, format) -> tuple[list[str], int]:
-    """(prompts, repeat) that generate one step's B·G rows in group order: each training row's
-    prompt G times, or a mixed-group sampler's prompts, formatted by `format(texts, rows)`, with
-    runs of equal prompts folded into `repeat` (the largest that divides every run)."""
-    if not hasattr(sampler, "group_prompts"):
-        return prompts_B, G
-    questions = [q for qs in sampler.group_prompts(rows_B, G) for q in qs]
-    flat = format(questions, [row for row in rows_B for _ in range(G)])
-    runs, start = [], 0
-    for i in range(1, len(flat) + 1):
-        if i == len(flat) or flat[i] != flat[start]:
-            runs.append(i - start)
-            start = i
-    repeat = math.gcd(*runs)
-    return flat[::repeat], repeat
 
 
 def _constant(rewards_G: torch.Tensor) -> bool:
