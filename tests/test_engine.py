@@ -70,6 +70,43 @@ def test_greedy_equals_hf_generate_token_for_token(adapter, static):
     assert torch.equal(ours, hf)
 
 
+def test_fixed_shapes_compact_and_recapture_when_half_the_rows_finished(monkeypatch):
+    """The fixed-shape (CUDA graph) path compacts the batch once at most half its rows are alive
+    and builds a new `StaticDecode` at the smaller size (thresholds lowered so that the tiny
+    test reaches them); greedy output stays HF `generate`'s token for token, and the sampled
+    log-probs stay those the loss recomputes."""
+    import rlrecipes.rollout.engine as engine
+    monkeypatch.setattr(engine, "GRAPH_COMPACT_MIN_ROWS", 2)
+    monkeypatch.setattr(engine, "GRAPH_COMPACT_MIN_STEPS", 1)
+    sizes = []
+    plain_init = engine.StaticDecode.__init__
+    monkeypatch.setattr(engine.StaticDecode, "__init__",
+                        lambda self, w, cache, rope, N, device: (sizes.append(N), plain_init(self, w, cache, rope, N, device))[1])
+    model, tok = _policy("lora")
+    ids, mask = encode_prompts(tok, PROMPTS, "cpu")
+    out = sample(model, ids, mask, 1, 24, stop_ids=[tok.eos_token_id], pad_id=tok.pad_token_id, greedy=True)
+    counts = torch.bincount(out[:, 3:].flatten(), minlength=len(tok))
+    counts[tok.pad_token_id] = 0
+    stops = counts.topk(2).indices.tolist()   # two frequent tokens: the prompts stop at 4 different steps
+    ours = sample(model, ids, mask, 3, 24, stop_ids=stops, pad_id=tok.pad_token_id, greedy=True, static_shapes=True)
+    hf = model.generate(input_ids=ids.repeat_interleave(3, 0), attention_mask=mask.repeat_interleave(3, 0),
+                        do_sample=False, max_new_tokens=24, pad_token_id=tok.pad_token_id,
+                        eos_token_id=stops)[:, ids.shape[1]:]
+    assert sizes[0] == 12 and len(sizes) > 1 and all(2 * b <= a for a, b in zip(sizes, sizes[1:])), sizes
+    assert torch.equal(ours, hf)
+    sizes.clear()
+    torch.manual_seed(0)
+    comp, logp = sample(model, ids, mask, 4, 24, stop_ids=stops, pad_id=tok.pad_token_id,
+                        temperature=0.8, with_logp=True, static_shapes=True)
+    assert len(sizes) > 1, sizes
+    cmask = (torch.cumsum(torch.isin(comp, torch.tensor(stops)).long(), 1)
+             - torch.isin(comp, torch.tensor(stops)).long()) == 0   # up to and with each row's stop token
+    ours, _ = token_logprobs(model, ids.repeat_interleave(4, 0), mask.repeat_interleave(4, 0), comp, cmask.long(), 0.8)
+    keep = cmask.bool()
+    assert keep.sum() > 30
+    assert torch.allclose(logp[keep], ours[keep], atol=1e-4)
+
+
 def test_qlora_generation_copy_is_in_the_compute_dtype():
     """QLoRA keeps embeddings, norms and head in float32 (peft's kbit preparation) while the 4-bit
     layers compute in the recipe's dtype: the dequantised copy is in that dtype (half the bytes

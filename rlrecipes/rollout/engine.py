@@ -9,7 +9,8 @@ What it does differently from HF `generate`:
   not keep the other rows decoding;
 - it reads effective weights once per policy update (`rollout/weights.py`): plain layers in
   place, LoRA merged and 4-bit layers dequantised into a generation copy;
-- on a GPU, decode steps replay a CUDA graph (`generation.cuda_graphs`, `StaticDecode`);
+- on a GPU, decode steps replay a CUDA graph (`generation.cuda_graphs`, `StaticDecode`), captured
+  again at a smaller size when half the rows have finished;
 - sampling follows `generate` with do_sample: min_new_tokens masks EOS, then temperature, top-k,
   top-p, softmax, multinomial. Unlike our `hf` path it ignores the checkpoint's own
   `generation_config` (e.g. a repetition penalty), so samples come from the policy the loss uses.
@@ -239,6 +240,13 @@ def draw(probs_NV) -> torch.Tensor:
 
 GRAPH_MIN_TOKENS = 16   # shorter calls (a tool turn's few tokens) decode eagerly: a capture syncs and
                         # empties the allocator's cache (torch.cuda.graph), more than it saves there
+# Fixed shapes keep finished rows decoding; when at most half the rows are alive the batch is
+# compacted and the graph captured again at the new size, but only for batches of at least
+# GRAPH_COMPACT_MIN_ROWS (below that a step costs about the same whatever its rows: the weights'
+# reads dominate) with at least GRAPH_COMPACT_MIN_STEPS steps left (a capture costs about two
+# eager steps). Both are estimates, not yet measured (benchmarks/gpu_decode.py --stop-rate).
+GRAPH_COMPACT_MIN_ROWS = 32
+GRAPH_COMPACT_MIN_STEPS = 64
 
 
 @torch.no_grad()
@@ -252,7 +260,9 @@ def sample(model, ids_BP, mask_BP, repeat: int, max_new: int, *, stop_ids: list[
     (what the loss recomputes), as ([N, T] ids, [N, T] log-probs). `cuda_graphs`, on a CUDA
     device and for at least GRAPH_MIN_TOKENS tokens: decode steps with fixed shapes
     (`StaticDecode`) replayed from a CUDA graph; finished rows then stay in the batch, their
-    tokens discarded. Elsewhere the compacting loop runs (on CPU the fixed shapes only cost).
+    tokens discarded, until half or fewer are alive (GRAPH_COMPACT_*): then the batch is
+    compacted and a graph captured at its new size. Elsewhere the compacting loop runs (on CPU
+    the fixed shapes only cost).
     `static_shapes` forces the fixed-shape path either way (tests run it on CPU)."""
     w = weights_of(model)
     B, P = ids_BP.shape
@@ -285,14 +295,21 @@ def sample(model, ids_BP, mask_BP, repeat: int, max_new: int, *, stop_ids: list[
         alive_N &= ~done_N
         if not alive_N.any() or t + 1 == max_new:
             break
+        if graphed is None:
+            compact = (~alive_N).sum() * 8 >= len(alive_N)
+        else:
+            compact = len(alive_N) >= GRAPH_COMPACT_MIN_ROWS and max_new - t - 1 >= GRAPH_COMPACT_MIN_STEPS \
+                and alive_N.sum() * 2 <= len(alive_N)
+        if compact:                                 # finished rows leave the batch
+            keep = alive_N.nonzero().squeeze(1)
+            cache.keep(keep)
+            row_N, tok_N, pos_N, alive_N = row_N[keep], tok_N[keep], pos_N[keep], alive_N[keep]
+            if graphed is not None:
+                graphed = StaticDecode(w, cache, rope, len(keep), device)
         if graphed is not None:
             logits_NV = graphed(tok_N, pos_N, cache.length)
             cache.length, pos_N = cache.length + 1, pos_N + 1
             continue
-        if (~alive_N).sum() * 8 >= len(alive_N):    # compaction: finished rows leave the batch
-            keep = alive_N.nonzero().squeeze(1)
-            cache.keep(keep)
-            row_N, tok_N, pos_N, alive_N = row_N[keep], tok_N[keep], pos_N[keep], alive_N[keep]
         logits_NV = forward(w, tok_N.unsqueeze(1), pos_N.unsqueeze(1), torch.ones_like(tok_N, dtype=torch.bool).unsqueeze(1), cache,
                             rope)
         pos_N = pos_N + 1
