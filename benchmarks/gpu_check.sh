@@ -2,8 +2,8 @@
 # GPU check for one CUDA GPU, under 9 minutes (a shared deadline caps every stage); prints one
 # JSON summary at the end. Stages, most important first:
 #   0. gpu_decode.py: decode tokens/s of HF generate vs our fast engine, eager and with CUDA
-#      graphs (0.5B and 7B shapes), and whether graphs decode exactly as eager; the stages below
-#      use `--cuda-graphs` only if they do
+#      graphs (0.5B and 7B shapes), graphs with and without compaction when rows stop early, and
+#      whether graphs decode exactly as eager; the stages below use `--cuda-graphs` only if they do
 #   1. bench_vs_trl.py on a 0.5B-shaped random-init Qwen2 (Qwen2.5-0.5B config, no hub), the
 #      generation-heavy setting (48-token prompts, 64 new tokens) with our fast engine and prefix
 #      sharing, full fine-tune and LoRA, against TRL's GRPOTrainer in the same run (again
@@ -35,7 +35,7 @@ $PY -c "import torch; assert torch.cuda.is_available(), 'no CUDA GPU'; print(tor
 deadline=${GPU_CHECK_SECONDS:-560}
 left() { local l=$(( deadline - ($(date +%s) - t0) )); (( l < 1 )) && l=1; (( l < $1 )) && echo "$l" || echo "$1"; }
 
-timeout -k 10 "$(left 130)" $PY benchmarks/gpu_decode.py --json "$out/decode.json" > "$out/decode.log" 2>&1; decode_rc=$?
+timeout -k 10 "$(left 150)" $PY benchmarks/gpu_decode.py --json "$out/decode.json" > "$out/decode.log" 2>&1; decode_rc=$?
 graphs=""   # CUDA graphs for the runs below only if they decoded exactly as eager on the GPU
 $PY -c "import json,sys; sys.exit(0 if json.load(open(sys.argv[1]))['equal_small_fp32']['graphs_vs_eager'] else 1)" \
   "$out/decode.json" 2>/dev/null && graphs="--cuda-graphs"

@@ -7,10 +7,15 @@ with `cuda_graphs`, on random-init Qwen2 shapes built from configs (no hub).
    (bench_vs_trl.py's generation-heavy setting); the 7B shape in bf16 (what QLoRA decodes from:
    the engine dequantises the 4-bit base once per update into a bf16 copy), 16 samples x 1,024
    tokens, fast engine only, HF `generate` timed on its first 128 tokens.
-Every run samples exactly `new` tokens (min_new_tokens = max), so all do the same work. Prints
-one JSON line per measurement and `RESULT {...}` at the end; writes --json.
+Every run samples exactly `new` tokens (min_new_tokens = max), so all do the same work.
+3. Early stops (`--stop-rate`, default 1/128): the 0.5B shape, 16 x 8 samples of up to 512
+   tokens, each token ending its row with that probability (a random set of that share of the
+   vocabulary are stop tokens; random weights sample almost uniformly), so rows finish at
+   different steps, most long before 512: graphs with compaction (the default,
+   GRAPH_COMPACT_*), graphs without it, and the eager compacting loop, in completion tokens/s.
+Prints one JSON line per measurement and `RESULT {...}` at the end; writes --json.
 
-    python benchmarks/gpu_decode.py [--json out.json] [--skip-7b]
+    python benchmarks/gpu_decode.py [--json out.json] [--skip-7b] [--stop-rate 0.0078]
 """
 from __future__ import annotations
 
@@ -63,6 +68,21 @@ def ours(model, ids, mask, repeat, new, graphs, greedy=False):
                   greedy=greedy, cuda_graphs=graphs)
 
 
+def early_stops(model, ids, mask, vocab: int, rate: float, results: dict) -> None:
+    """Rows that stop at random steps: graphs with compaction, without, and the eager loop."""
+    import rlrecipes.rollout.engine as engine
+    stops = torch.randperm(vocab, generator=torch.Generator().manual_seed(2))[:max(1, round(rate * vocab))].tolist()
+    default = engine.GRAPH_COMPACT_MIN_ROWS
+    for label, graphs, min_rows in (("graphs_compacting", True, default), ("graphs_fixed", True, 10**9),
+                                    ("eager", False, default)):
+        engine.GRAPH_COMPACT_MIN_ROWS = min_rows
+        run = lambda: (torch.manual_seed(3), engine.sample(model, ids, mask, 8, 512, stop_ids=stops, pad_id=PAD,  # noqa: E731
+                                                            cuda_graphs=graphs))[1]
+        timed(run, lambda out: int((out != PAD).sum()), f"0.5b_early_stops_{label}", results, warm=False)
+    engine.GRAPH_COMPACT_MIN_ROWS = default
+    save(results)
+
+
 def hf(model, ids, mask, repeat, new, greedy=False):
     out = model.generate(input_ids=ids.repeat_interleave(repeat, 0), attention_mask=mask.repeat_interleave(repeat, 0),
                          do_sample=not greedy, temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=new,
@@ -82,7 +102,8 @@ def timed(fn, tokens: int, label: str, results: dict, warm: bool = True) -> None
     if cuda:
         torch.cuda.synchronize()
     s = time.perf_counter() - t
-    results[label] = {"seconds": round(s, 3), "tokens_per_s": round(tokens / s), "shape_out": list(out.shape),
+    tokens = tokens(out) if callable(tokens) else tokens   # a callable counts the tokens of the output
+    results[label] = {"seconds": round(s, 3), "tokens": tokens, "tokens_per_s": round(tokens / s), "shape_out": list(out.shape),
                       "peak_gb": round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else None}
     print(json.dumps({label: results[label]}), flush=True)
     save(results)
@@ -99,6 +120,8 @@ def main():
     p.add_argument("--json")
     p.add_argument("--skip-7b", action="store_true")
     p.add_argument("--dry-run", action="store_true", help="small shapes only (what a CPU can run)")
+    p.add_argument("--stop-rate", type=float, default=1 / 128,
+                   help="per-token stop probability of the early-stop measurement (0: skip it)")
     args = p.parse_args()
     results: dict = {"gpu": torch.cuda.get_device_name() if DEV == "cuda" else None}
     SAVE.extend([args.json] if args.json else [])
@@ -125,6 +148,8 @@ def main():
     timed(lambda: ours(model, ids, mask, 8, 64, True), tokens, "0.5b_fast_graphs", results)
     for k in ("fast_eager", "fast_graphs"):
         results[f"0.5b_{k}_vs_hf"] = round(results["0.5b_hf_generate"]["seconds"] / results[f"0.5b_{k}"]["seconds"], 2)
+    if args.stop_rate > 0:
+        early_stops(model, ids, mask, SHAPES[big]["vocab_size"], args.stop_rate, results)
     del model
     if DEV == "cuda":
         torch.cuda.empty_cache()
