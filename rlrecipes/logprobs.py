@@ -98,7 +98,11 @@ def adapter_autocast(model):
     against the full fine-tune's 58.2. Under this context the adapters multiply the bf16
     activations the base layer keeps anyway (51.4 MB); their weights and gradients stay float32.
     The HF Trainer's bf16 mode, which TRL runs in, autocasts the same way but keeps peft's casts
-    (59.4 MB). 4-bit bases (QLoRA) are left alone: their residual stream is float32."""
+    (59.4 MB). With gradient checkpointing peft's casts stay on: the backward recomputes each
+    layer after this context has ended, under the autocast checkpointing restores but with
+    peft's casting back, and the recomputation must match the forward (a LoRA dropout on a
+    float32 copy there and on bf16 here does not). 4-bit bases (QLoRA) are left alone: their
+    residual stream is float32."""
     from .rollout.weights import lora_layer_type
     lora_layer = lora_layer_type()
     if lora_layer is None:
@@ -110,10 +114,11 @@ def adapter_autocast(model):
             half = (torch.bfloat16, torch.float16)
             if type(base).__name__ == "Linear4bit" or base.weight.dtype not in half or adapter_dtype in half:
                 return contextlib.nullcontext()
-            from peft.helpers import disable_input_dtype_casting
             stack = contextlib.ExitStack()
             stack.enter_context(torch.autocast(base.weight.device.type, dtype=base.weight.dtype))
-            stack.enter_context(disable_input_dtype_casting(model))
+            if not any(getattr(x, "gradient_checkpointing", False) is True for x in model.modules()):
+                from peft.helpers import disable_input_dtype_casting
+                stack.enter_context(disable_input_dtype_casting(model))
             return stack
     return contextlib.nullcontext()
 

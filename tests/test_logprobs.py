@@ -42,10 +42,10 @@ def test_worked_example_and_dtypes():
     torch.testing.assert_close(logits.grad.float(), torch.tensor([[[-0.25, 0.25]]]), atol=5e-3, rtol=0)
 
 
-def _lora_policy(dtype: str, adapter: str = "lora"):
+def _lora_policy(dtype: str, adapter: str = "lora", *overrides: str):
     from rlrecipes.config import load_recipe
     from rlrecipes.model import attach_adapter, load_base
-    cfg = load_recipe("recipes/grpo.yaml", "tiny", [f"model.dtype={dtype}", f"model.adapter={adapter}"]).model
+    cfg = load_recipe("recipes/grpo.yaml", "tiny", [f"model.dtype={dtype}", f"model.adapter={adapter}", *overrides]).model
     torch.manual_seed(0)
     model = attach_adapter(load_base(cfg, torch.device("cpu"), quantize=adapter == "qlora"), cfg)
     for n, p in model.named_parameters():   # a trained-looking adapter: B is zero at init
@@ -95,3 +95,17 @@ def test_adapter_autocast_is_nothing_for_float32_full_and_qlora():
     assert isinstance(lp.adapter_autocast(_lora_policy("float32")), contextlib.nullcontext)
     assert isinstance(lp.adapter_autocast(_lora_policy("bfloat16", "none")), contextlib.nullcontext)
     assert isinstance(lp.adapter_autocast(_lora_policy("bfloat16", "qlora")), contextlib.nullcontext)
+
+
+def test_adapter_autocast_with_gradient_checkpointing_and_lora_dropout():
+    """Checkpointing recomputes each layer in the backward, after the context has ended: peft's
+    input casts then stay on in the forward too, so the recomputation matches it (with them off,
+    a LoRA dropout on bf16 in the forward and on a float32 copy in the recomputation made the
+    backward raise CheckpointError)."""
+    model = _lora_policy("bfloat16", "lora", "model.gradient_checkpointing=true", "model.lora.dropout=0.1").train()
+    ids = torch.randint(5, 60, (2, 24), generator=torch.Generator().manual_seed(1))
+    with lp.adapter_autocast(model):
+        logits = model(input_ids=ids).logits
+    logits.float().log_softmax(-1)[..., 7].sum().backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert all(g is not None and g.dtype == torch.float32 and torch.isfinite(g).all() for g in grads)
