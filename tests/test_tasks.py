@@ -113,6 +113,13 @@ def test_local_json_files_read_without_datasets(tmp_path):
                           test_size=10)
         train, test = load_splits(data, Task(), seed=0)
         assert train == [{"prompt": "1+1=", "answer": "2", "id": 0}, {"prompt": "2+2=", "answer": "4", "id": None}]
+    # as datasets reads them too: U+2028 unescaped inside a string, a byte-order mark, one object
+    (tmp_path / "c.jsonl").write_bytes("\ufeff".encode() + json.dumps({"prompt": "a\u2028b", "answer": "1"},
+                                                                      ensure_ascii=False).encode() + b"\n")
+    (tmp_path / "c.json").write_text(json.dumps({"prompt": "a", "answer": "1"}))
+    for name, prompt in (("c.jsonl", "a\u2028b"), ("c.json", "a")):
+        data = DataConfig(task="arith", source={"path": str(tmp_path / name), "test_path": str(tmp_path / name)})
+        assert load_splits(data, Task(), seed=0)[0] == [{"prompt": prompt, "answer": "1"}]
     code = ("import sys; from rlrecipes.config import DataConfig; from rlrecipes.tasks import load_splits; "
             "from rlrecipes.tasks.base import Task; "
             f"load_splits(DataConfig(task='arith', source={{'path': {str(tmp_path / 'a.jsonl')!r}}}, test_size=1), Task(), 0); "
@@ -126,9 +133,12 @@ def test_bad_json_rows_name_the_line(tmp_path):
     data = DataConfig(task="arith", source={"path": str(tmp_path / "d.jsonl")}, test_size=1)
     with pytest.raises(UserError, match=r"data.source.path: line 3 of .*d.jsonl is not JSON"):
         load_splits(data, Task(), seed=0)
-    (tmp_path / "d.json").write_text('{"rows": []}')
+    (tmp_path / "d.json").write_text('[{"prompt": "1+1=", "answer": "2"},\n {"prompt": 3 "answer": "4"}]')
     data = DataConfig(task="arith", source={"path": str(tmp_path / "d.json")}, test_size=1)
-    with pytest.raises(UserError, match=r"data.source.path: .*d.json holds a JSON dict, not a list of rows"):
+    with pytest.raises(UserError, match=r"data.source.path: .*d.json is not JSON: Expecting ',' delimiter \(line 2"):
+        load_splits(data, Task(), seed=0)
+    (tmp_path / "d.json").write_bytes(b'[{"prompt": "caf\xe9"}]')
+    with pytest.raises(UserError, match=r"data.source.path: .*d.json is not UTF-8 text"):
         load_splits(data, Task(), seed=0)
     _write_jsonl(tmp_path / "e.jsonl", [{"q": "1+1=", "m": {"gt": "2"}}, {"q": "2+2=", "m": {}}])
     data = DataConfig(task="arith", source={"path": str(tmp_path / "e.jsonl")},

@@ -51,31 +51,41 @@ def check_source(source) -> None:
 
 def read_json_rows(path: Path, key: str) -> tuple[list[str], list[dict]]:
     """(columns, rows) of a .jsonl file (one object per line) or a .json file (a list of objects,
-    or JSON Lines). A key missing from a row reads as None, as `datasets` reads it. Plain json
-    rather than `datasets`: importing that (pyarrow, pandas) costs about 80 MB of resident memory
-    and a second for a file a loop reads in milliseconds, and a bad line is an error naming it."""
-    text = path.read_text(encoding="utf-8")
+    one object, or JSON Lines), as `datasets` reads them: a key missing from a row reads as None,
+    a UTF-8 byte-order mark is skipped. Plain json rather than `datasets`: importing that
+    (pyarrow, pandas) costs about 80 MB of resident memory and a second for a file a loop reads
+    in milliseconds, and a bad line is an error naming it."""
+    where = f"data.source.{key}"
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise UserError(where, f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start})",
+                        "save it as UTF-8") from None
     records = None
     if path.suffix == ".json":
         try:
             records = json.loads(text)
-        except json.JSONDecodeError:
-            records = None   # JSON Lines in a .json file, as datasets accepts
-        if records is not None and not isinstance(records, list):
-            raise UserError(f"data.source.{key}", f"{path} holds a JSON {type(records).__name__}, not a list of rows",
+        except json.JSONDecodeError as exc:
+            if text.lstrip().startswith("["):   # a list with an error in it, not JSON Lines
+                raise UserError(where, f"{path} is not JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})",
+                                "fix that line, or write one object per line (.jsonl)") from None
+        if isinstance(records, dict):
+            records = [records]
+        elif records is not None and not isinstance(records, list):
+            raise UserError(where, f"{path} holds a JSON {type(records).__name__}, not rows",
                             "write a list of objects, or one object per line (.jsonl)")
     if records is None:
         records = []
-        for number, line in enumerate(text.splitlines(), 1):
+        for number, line in enumerate(text.split("\n"), 1):   # not splitlines(): U+2028 may sit inside a string
             if line.strip():
                 try:
                     records.append(json.loads(line))
                 except json.JSONDecodeError as exc:
-                    raise UserError(f"data.source.{key}", f"line {number} of {path} is not JSON: {exc.msg}",
+                    raise UserError(where, f"line {number} of {path} is not JSON: {exc.msg}",
                                     "write one JSON object per line") from None
-    for number, row in enumerate(records, 1):
+    for i, row in enumerate(records):
         if not isinstance(row, dict):
-            raise UserError(f"data.source.{key}", f"row {number} of {path} is a {type(row).__name__}, not an object",
+            raise UserError(where, f"row {i} of {path} is a {type(row).__name__}, not an object",
                             'each row is an object such as {"prompt": ..., "answer": ...}')
     columns = list(dict.fromkeys(k for row in records for k in row))
     return columns, [{c: row.get(c) for c in columns} for row in records]
