@@ -10,6 +10,7 @@ from .registry import register
 
 _HF: dict[tuple, tuple] = {}   # (path, device, dtype, trust_remote_code) -> (model, tokenizer)
 
+
 @register("llm", "local_hf")
 class LocalHF(LLM):
     """A causal LM run here. `model`: hub id, local directory, or `tiny` (the offline model)."""

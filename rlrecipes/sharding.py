@@ -7,8 +7,9 @@ accelerate shards only on accelerators (on CPU it quietly runs DDP, so no test h
 exercise sharding) and because the loop needs the whole weights at moments it chooses:
 
 - the policy (and a full fine-tune's reference) are loaded on the CPU, memory-mapped from the
-  checkpoint's files, and `fully_shard` moves each layer's shards to the device as it wraps
-  it: no device holds a whole model while loading;
+  checkpoint's files, and `fully_shard` moves each layer to the device as it wraps it and keeps
+  its shard: a device holds at most one whole layer (or the root's embeddings and head) beside
+  the shards while loading, never a whole model;
 - every decoder layer (the model's `_no_split_modules`) and the root are sharded over all
   ranks: parameters, gradients and AdamW state take 1/P of their memory per rank;
 - rollouts and evaluation run inside `gathered(model)`: each parameter is all-gathered once
@@ -17,7 +18,8 @@ exercise sharding) and because the loop needs the whole weights at moments it ch
   lengths and different numbers of batches;
 - the weights in checkpoints and `final/` are written from a full state dict gathered to rank 0
   (torch's distributed-checkpoint state-dict API): the same files as an unsharded run; the
-  optimizer state is written as each rank's shards (`optimizer/`, DCP), never gathered;
+  optimizer state is written as each rank's shards (`optimizer/`, DCP), never gathered, so the
+  ranks must share the run directory's filesystem (`save_optimizer` checks);
 - the reference copy of a full fine-tune is sharded the same way.
 """
 from __future__ import annotations
@@ -122,9 +124,16 @@ def save_optimizer(model, optimizer, folder: Path) -> None:
     gathers it. AdamW keeps two float32 moments per weight, 8 bytes per parameter; gathered
     whole on rank 0 at every checkpoint, as before 2026-12-04, they were most of that rank's peak
     memory (benchmarks/fsdp_memory.py). Every rank calls it with the same `folder`."""
+    import torch.distributed as dist
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
     dcp.save({"optimizer": get_optimizer_state_dict(model, optimizer)}, checkpoint_id=str(folder))
+    ranks = dist.get_world_size() if dist.is_initialized() else 1
+    written = len(list(folder.glob("*.distcp")))   # one file per rank (DCP's FileSystemWriter)
+    if written < ranks:
+        raise UserError("checkpoint", f"{folder} holds the optimizer shards of {written} of {ranks} processes: "
+                        "the ranks do not share this filesystem",
+                        "put the run directory (--output-dir) on storage every node mounts")
 
 
 def load_optimizer(model, optimizer, checkpoint: Path) -> None:
@@ -140,7 +149,7 @@ def load_optimizer(model, optimizer, checkpoint: Path) -> None:
         state = {"optimizer": get_optimizer_state_dict(model, optimizer)}   # initialised (zero) moments to fill
         single = not (dist.is_available() and dist.is_initialized())
         with warnings.catch_warnings():   # "assuming the intent is to load in a single process": it is
-            warnings.simplefilter("ignore", UserWarning)
+            warnings.filterwarnings("ignore", message=".*single process", category=UserWarning)
             dcp.load(state, checkpoint_id=str(checkpoint / OPTIMIZER_DIR), no_dist=single)
         set_optimizer_state_dict(model, optimizer, state["optimizer"])
         return
