@@ -1,4 +1,4 @@
-"""What the `fast` engine's decode loop reads (`rlrecipes/rollout/engine.py`): the effective
+"""What the `fast` engine's decode loop reads (`rlrecipes/rollout/decode.py`): the effective
 weight of every projection of a Qwen2/Llama-architecture model, taken once per policy update.
 
 Plain layers are used in place (a full fine-tune costs no copy); LoRA layers are merged into a
