@@ -103,7 +103,7 @@ def adapter_autocast(model):
     peft's casting back, and the recomputation must match the forward (a LoRA dropout on a
     float32 copy there and on bf16 here does not). 4-bit bases (QLoRA) are left alone: their
     residual stream is float32."""
-    from .rollout.weights import lora_layer_type
+    from .model import lora_layer_type
     lora_layer = lora_layer_type()
     if lora_layer is None:
         return contextlib.nullcontext()

@@ -13,11 +13,24 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import sys
 from pathlib import Path
 
 import torch
 
 from .errors import UserError
+
+
+def unwrapped(model):
+    """The transformers model under a peft wrapper (the model itself when there is none)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def lora_layer_type():
+    """peft's LoraLayer class, or None when peft was never imported: then no model holds one,
+    and a full fine-tune need not import peft (about 50 MB of resident memory)."""
+    lora = sys.modules.get("peft.tuners.lora")   # loaded by any import of peft, and with every LoraLayer
+    return None if lora is None else lora.LoraLayer
 
 
 def resolve_path(cfg) -> str:

@@ -119,8 +119,8 @@ def install(model) -> None:
     from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
     AttentionInterface.register(IMPL, _prefix_attention)
     AttentionMaskInterface.register(IMPL, sdpa_mask)
-    base = getattr(model, "module", model)
-    base = base.get_base_model() if hasattr(base, "get_base_model") else base
+    from .model import unwrapped
+    base = unwrapped(getattr(model, "module", model))   # under DDP, then peft
     if base.config._attn_implementation != IMPL:
         base.config._attn_implementation = IMPL
 

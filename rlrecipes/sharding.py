@@ -57,18 +57,13 @@ def requested() -> bool:
     return _fsdp_env() and os.environ.get("FSDP_VERSION", "1") == "2" and "WORLD_SIZE" in os.environ
 
 
-def _base(model):
-    """The transformers model (under a peft wrapper): FSDP's root, since peft's `generate` calls
-    it directly and FSDP requires every forward to enter through its root."""
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
-
-
 def shard(model, device_type: str, num_processes: int) -> None:
     """fully_shard each decoder layer, then the root (embeddings, norm, head), in place."""
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
     mesh = init_device_mesh(device_type, (num_processes,))
-    base = _base(model)
+    from .model import unwrapped
+    base = unwrapped(model)   # FSDP's root: peft's `generate` calls it directly, and every forward must enter there
     blocks = set(getattr(base, "_no_split_modules", None) or ())
     if not blocks:
         raise UserError("model.name_or_path", f"{type(base).__name__} names no decoder-layer class "
@@ -86,7 +81,8 @@ def is_sharded(model) -> bool:
     if not torch.distributed.is_available():
         return False
     from torch.distributed.fsdp import FSDPModule
-    return isinstance(_base(model), FSDPModule)
+    from .model import unwrapped
+    return isinstance(unwrapped(model), FSDPModule)
 
 
 @contextlib.contextmanager

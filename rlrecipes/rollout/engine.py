@@ -25,7 +25,8 @@ import torch
 
 from .decode import Cache, StaticDecode, forward, rope_table
 from .generate import Rollout, encode_prompts, generate, sampled_rollout
-from .weights import _base, lora_layer_type, weights_of
+from ..model import lora_layer_type, unwrapped
+from .weights import weights_of
 
 _ARCHES = ("qwen2", "llama")
 _STATIC_ROPE = ("default", "linear", "llama3")
@@ -34,7 +35,7 @@ _STATIC_ROPE = ("default", "linear", "llama3")
 def fast_supported(model, prompts=()) -> str | None:
     """None if the fast engine can run this model on these prompts, else the reason it cannot."""
     from ..vision import ImagePrompt
-    base = _base(model)
+    base = unwrapped(model)
     kind = getattr(base.config, "model_type", None)
     if kind not in _ARCHES:
         return f"architecture {kind!r} (the fast engine knows {', '.join(_ARCHES)})"

@@ -9,21 +9,9 @@ optimizer).
 """
 from __future__ import annotations
 
-import sys
-
 import torch
 
-
-def _base(model):
-    """The transformers model under a peft wrapper."""
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
-
-
-def lora_layer_type():
-    """peft's LoraLayer class, or None when peft was never imported: then no model holds one,
-    and a full fine-tune need not import peft (about 50 MB of resident memory)."""
-    lora = sys.modules.get("peft.tuners.lora")   # loaded by any import of peft, and with every LoraLayer
-    return None if lora is None else lora.LoraLayer
+from ..model import lora_layer_type, unwrapped
 
 
 def effective_linear(mod, dtype) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -63,7 +51,7 @@ class Weights:
     """The tensors one decode step reads, taken from a (peft-wrapped) Qwen2/Llama model."""
 
     def __init__(self, model):
-        base = _base(model)
+        base = unwrapped(model)
         inner, cfg = base.model, base.config
         self.dtype = inner.embed_tokens.weight.dtype      # the residual stream's, as in the model's forward
         linear = compute_dtype(base, self.dtype)           # the projections' (QLoRA: bf16 on a GPU)
