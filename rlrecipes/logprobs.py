@@ -6,6 +6,12 @@ which recomputes the softmax block by block. A plain `logits.float().log_softmax
 several float32 copies of a [N, T, V] tensor alive; with a 152k vocabulary that was most of
 rlrecipes' GPU memory (benchmarks/gpu_check.sh, 0.5B model: 12.3 GiB against TRL's 5.3 GiB).
 
+Where the model's LM head is a plain linear layer, `token_logprobs` goes one step further and
+keeps no logits at all: the head itself runs blockwise inside the same function
+(`head_logprobs`, `_HeadChosenLogSoftmax`), so neither the [N, T, V] logits nor their gradient
+exist whole (benchmarks/head_memory.py). The logits path remains for the last-layer extras
+(CAPO) and other heads.
+
 A LoRA model with a half-precision base runs its forward under `adapter_autocast`.
 """
 from __future__ import annotations
@@ -13,6 +19,7 @@ from __future__ import annotations
 import contextlib
 
 import torch
+import torch.nn.functional as F
 
 
 def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -36,6 +43,27 @@ def _blocks(N: int, T: int, V: int):
                 yield slice(n, n + 1), slice(t, t + rows)
 
 
+def _block_stats(x, ids, with_entropy: bool):
+    """(log-normaliser, log p(chosen), entropy or None) of float logits `x` [..., V] already
+    divided by the temperature."""
+    lse = torch.logsumexp(x, -1)
+    logp = x.gather(-1, ids.unsqueeze(-1)).squeeze(-1) - lse
+    return lse, logp, (lse - (torch.softmax(x, -1) * x).sum(-1)) if with_entropy else None
+
+
+def _block_grad(x, ids, lse, entropy, g_logp, g_entropy, temperature: float):
+    """The gradient for the logits (before the temperature) of one block, from the upstream
+    gradients of log p(chosen) and of the entropy (None: not used)."""
+    logp_all = x - lse.unsqueeze(-1)
+    prob = logp_all.exp()
+    g = g_logp.unsqueeze(-1)
+    grad = -prob * g
+    grad.scatter_add_(-1, ids.unsqueeze(-1), g)
+    if g_entropy is not None:
+        grad -= prob * (logp_all + entropy.unsqueeze(-1)) * g_entropy.unsqueeze(-1)
+    return grad / temperature
+
+
 class _ChosenLogSoftmax(torch.autograd.Function):
     """(log p(chosen token), entropy) per position from logits [N, T, V] at a temperature.
 
@@ -52,12 +80,10 @@ class _ChosenLogSoftmax(torch.autograd.Function):
         lse_NT = torch.empty_like(logp_NT)
         entropy_NT = torch.empty_like(logp_NT) if with_entropy else logp_NT.new_empty(0)
         for n, t in _blocks(N, T, V):
-            x = logits_NTV[n, t].to(ctx.dtype) / temperature
-            lse = torch.logsumexp(x, -1)
-            lse_NT[n, t] = lse
-            logp_NT[n, t] = x.gather(-1, ids_NT[n, t].unsqueeze(-1)).squeeze(-1) - lse
+            lse_NT[n, t], logp_NT[n, t], ent = _block_stats(logits_NTV[n, t].to(ctx.dtype) / temperature,
+                                                            ids_NT[n, t], with_entropy)
             if with_entropy:
-                entropy_NT[n, t] = lse - (torch.softmax(x, -1) * x).sum(-1)
+                entropy_NT[n, t] = ent
         ctx.save_for_backward(logits_NTV, ids_NT, lse_NT, entropy_NT)
         ctx.temperature, ctx.with_entropy = temperature, with_entropy
         return logp_NT, entropy_NT
@@ -70,15 +96,67 @@ class _ChosenLogSoftmax(torch.autograd.Function):
         use_entropy = ctx.with_entropy and g_entropy_NT is not None and g_entropy_NT.numel() > 0
         for n, t in _blocks(N, T, V):
             x = logits_NTV[n, t].to(ctx.dtype) / ctx.temperature
-            logp_all = x - lse_NT[n, t].unsqueeze(-1)
-            prob = logp_all.exp()
-            g = g_logp_NT[n, t].unsqueeze(-1)
-            grad = -prob * g
-            grad.scatter_add_(-1, ids_NT[n, t].unsqueeze(-1), g)
-            if use_entropy:
-                grad -= prob * (logp_all + entropy_NT[n, t].unsqueeze(-1)) * g_entropy_NT[n, t].unsqueeze(-1)
-            grad_NTV[n, t] = (grad / ctx.temperature).to(grad_NTV.dtype)
+            grad_NTV[n, t] = _block_grad(x, ids_NT[n, t], lse_NT[n, t], entropy_NT[n, t] if use_entropy else None,
+                                         g_logp_NT[n, t], g_entropy_NT[n, t] if use_entropy else None,
+                                         ctx.temperature).to(grad_NTV.dtype)
         return grad_NTV, None, None, None
+
+
+class _HeadChosenLogSoftmax(torch.autograd.Function):
+    """`_ChosenLogSoftmax` with the LM head inside: from the head's input hidden [M, D] and its
+    weight [V, D] (and bias), log p(chosen) and entropy per row. The logits are computed block
+    by block, in the forward and again in the backward, and never kept: the backward's memory is
+    the hidden states, not [M, V] logits and their gradient (with Qwen's 152k vocabulary, 2.3 GiB
+    each in bf16 for 8,192 tokens). The price is the head's matmul once more in the backward.
+    Logits are computed in the head's dtype, as `nn.Linear` does, and the vocabulary-sized work
+    runs in float32; the head's weight gradient is summed over blocks in float32."""
+
+    @staticmethod
+    def forward(ctx, hidden_MD, weight_VD, bias_V, ids_M, temperature: float, with_entropy: bool):
+        M, V = hidden_MD.shape[0], weight_VD.shape[0]
+        ctx.dtype = torch.promote_types(weight_VD.dtype, torch.float32)
+        logp_M = hidden_MD.new_empty(M, dtype=ctx.dtype)
+        lse_M = torch.empty_like(logp_M)
+        entropy_M = torch.empty_like(logp_M) if with_entropy else logp_M.new_empty(0)
+        for rows in _row_blocks(M, V):
+            x = F.linear(hidden_MD[rows].to(weight_VD.dtype), weight_VD, bias_V).to(ctx.dtype) / temperature
+            lse_M[rows], logp_M[rows], ent = _block_stats(x, ids_M[rows], with_entropy)
+            if with_entropy:
+                entropy_M[rows] = ent
+        ctx.save_for_backward(hidden_MD, weight_VD, bias_V, ids_M, lse_M, entropy_M)
+        ctx.temperature, ctx.with_entropy = temperature, with_entropy
+        return logp_M, entropy_M
+
+    @staticmethod
+    def backward(ctx, g_logp_M, g_entropy_M):
+        hidden_MD, weight_VD, bias_V, ids_M, lse_M, entropy_M = ctx.saved_tensors
+        need_h, need_w, need_b = ctx.needs_input_grad[:3]
+        M, V = hidden_MD.shape[0], weight_VD.shape[0]
+        use_entropy = ctx.with_entropy and g_entropy_M is not None and g_entropy_M.numel() > 0
+        if g_logp_M is None:
+            g_logp_M = torch.zeros_like(lse_M)
+        grad_h = torch.empty_like(hidden_MD) if need_h else None
+        grad_w = torch.zeros(weight_VD.shape, dtype=ctx.dtype, device=weight_VD.device) if need_w else None
+        grad_b = torch.zeros(V, dtype=ctx.dtype, device=weight_VD.device) if need_b else None
+        for rows in _row_blocks(M, V):
+            h = hidden_MD[rows].to(weight_VD.dtype)
+            x = F.linear(h, weight_VD, bias_V).to(ctx.dtype) / ctx.temperature
+            g = _block_grad(x, ids_M[rows], lse_M[rows], entropy_M[rows] if use_entropy else None, g_logp_M[rows],
+                            g_entropy_M[rows] if use_entropy else None, ctx.temperature).to(weight_VD.dtype)
+            if need_h:
+                grad_h[rows] = (g @ weight_VD).to(grad_h.dtype)
+            if need_w:
+                grad_w += (g.t() @ h).to(ctx.dtype)
+            if need_b:
+                grad_b += g.sum(0).to(ctx.dtype)
+        return (grad_h, None if grad_w is None else grad_w.to(weight_VD.dtype),
+                None if grad_b is None else grad_b.to(bias_V.dtype), None, None, None)
+
+
+def _row_blocks(M: int, V: int):
+    rows = max(1, BLOCK_ELEMENTS // V)
+    for s in range(0, M, rows):
+        yield slice(s, s + rows)
 
 
 def chosen_logprobs(logits_NTV, ids_NT, temperature: float = 1.0, entropy: str | None = None):
@@ -123,6 +201,40 @@ def adapter_autocast(model):
     return contextlib.nullcontext()
 
 
+def fused_head(model):
+    """The LM head `head_logprobs` can compute through: a plain `nn.Linear` (the model's own, or
+    tied to the embeddings) with no hook that replaced its forward; else None (a LoRA-adapted or
+    offloaded head: callers take the logits path)."""
+    head = getattr(model, "module", model).get_output_embeddings()
+    return head if type(head) is torch.nn.Linear and "forward" not in vars(head) else None
+
+
+@contextlib.contextmanager
+def head_logprobs(model, ids_NT, temperature: float, entropy: str | None, pick):
+    """Inside this context the model's LM head returns, instead of logits, the log-probs of
+    `ids_NT` [N, T] (and their entropies) computed by `_HeadChosenLogSoftmax` from
+    `pick(hidden)`, the head's input at the positions that predict them ([N, T, D] or [N*T, D]).
+    The model's output `.logits` is then [N, T, 1 or 2]; the context yields the function that
+    splits it into `chosen_logprobs`'s (logp_NT, entropy_NT or None). The head runs inside the
+    model's forward, so DDP and FSDP2 see an ordinary forward and backward."""
+    head = fused_head(model)
+    N, T = ids_NT.shape
+
+    def forward(hidden):
+        h_MD = pick(hidden).reshape(N * T, -1)
+        logp_M, entropy_M = _HeadChosenLogSoftmax.apply(h_MD, head.weight, head.bias, ids_NT.reshape(-1),
+                                                        float(temperature), bool(entropy))
+        if not entropy:
+            return logp_M.view(N, T, 1)
+        return torch.stack([logp_M, entropy_M if entropy == "grad" else entropy_M.detach()], -1).view(N, T, 2)
+
+    head.forward = forward
+    try:
+        yield lambda out_NTk: (out_NTk[..., 0], out_NTk[..., 1] if entropy else None)
+    finally:
+        del head.forward
+
+
 def token_logprobs(model, prompt_ids_NP, prompt_mask_NP, completion_ids_NT, completion_mask_NT,
                    temperature: float = 1.0, entropy: str | None = None, extras: dict | None = None,
                    vision=None, share_prefix: bool = False):
@@ -137,32 +249,43 @@ def token_logprobs(model, prompt_ids_NP, prompt_mask_NP, completion_ids_NT, comp
     completion mask then hold no log-prob (0).
 
     Logits are divided by the sampling temperature, as TRL does, so the log-probs are those of
-    the distribution the tokens were drawn from.
+    the distribution the tokens were drawn from. Without `extras` and with a plain head they
+    are computed through the head (`head_logprobs`): equal values, no logits kept.
     """
+    fused = extras is None and fused_head(model) is not None
     if share_prefix and vision is None:
-        from .prefix import shared_prefix_logits
+        from .prefix import shared_prefix_logits, shared_prefix_logprobs
         with adapter_autocast(model):
-            logits_NTV = shared_prefix_logits(model, prompt_ids_NP, prompt_mask_NP, completion_ids_NT,
-                                              completion_mask_NT, extras)
-        logp_NT, entropy_NT = chosen_logprobs(logits_NTV, completion_ids_NT, temperature, entropy)
+            if fused:
+                logp_NT, entropy_NT = shared_prefix_logprobs(model, prompt_ids_NP, prompt_mask_NP, completion_ids_NT,
+                                                             completion_mask_NT, temperature, entropy)
+            else:
+                logits_NTV = shared_prefix_logits(model, prompt_ids_NP, prompt_mask_NP, completion_ids_NT,
+                                                  completion_mask_NT, extras)
+        if not fused:
+            logp_NT, entropy_NT = chosen_logprobs(logits_NTV, completion_ids_NT, temperature, entropy)
+            if extras is not None:
+                extras["probs_NTV"] = torch.softmax(logits_NTV.detach().float() / temperature, -1)
         keep_NT = completion_mask_NT.to(logp_NT.dtype)
-        if extras is not None:
-            extras["probs_NTV"] = torch.softmax(logits_NTV.detach().float() / temperature, -1)
         return logp_NT * keep_NT, None if entropy_NT is None else entropy_NT * keep_NT
     input_ids = torch.cat([prompt_ids_NP, completion_ids_NT], dim=1)
     attn = torch.cat([prompt_mask_NP, completion_mask_NT], dim=1)
     T = completion_ids_NT.shape[1]
+    # with images the model computes its 3-D (M-RoPE) positions from the mask and grids
+    inputs = vision.model_kwargs(model, input_ids) if vision is not None and vision.has_images() \
+        else {"position_ids": position_ids(attn)}
+    call = dict(input_ids=input_ids, attention_mask=attn, logits_to_keep=T + 1, use_cache=False, **inputs)
+    if fused:   # the head sees the last T + 1 positions; the first T predict the completion
+        with adapter_autocast(model), head_logprobs(model, completion_ids_NT, temperature, entropy,
+                                                    lambda hidden: hidden[:, :-1]) as split:
+            return split(model(**call).logits)
     hook = None
     if extras is not None:
         head = getattr(model, "module", model).get_output_embeddings()
         hook = head.register_forward_hook(lambda mod, inp, out: extras.__setitem__("hidden_NTD", inp[0].detach()))
     try:
-        # with images the model computes its 3-D (M-RoPE) positions from the mask and grids
-        inputs = vision.model_kwargs(model, input_ids) if vision is not None and vision.has_images() \
-            else {"position_ids": position_ids(attn)}
         with adapter_autocast(model):
-            logits_NTV = model(input_ids=input_ids, attention_mask=attn, logits_to_keep=T + 1, use_cache=False,
-                               **inputs).logits[:, :-1]
+            logits_NTV = model(**call).logits[:, :-1]
     finally:
         if hook is not None:
             hook.remove()

@@ -125,6 +125,13 @@ def install(model) -> None:
         base.config._attn_implementation = IMPL
 
 
+def _packed_forward(model, ids, pos, layout):
+    """The model's output for packed sequences (a dict of masks tells the model they are
+    prepared; none: the layout carries them)."""
+    return model(input_ids=ids, position_ids=pos, attention_mask={"full_attention": None, "sliding_attention": None},
+                 prefix_layout=layout, use_cache=False)
+
+
 def shared_prefix_logits(model, prompt_ids_NP, prompt_mask_NP, completion_ids_NT, completion_mask_NT,
                          hook_out: dict | None = None):
     """Logits [N, T, V] predicting each completion token, from one packed forward per group.
@@ -135,9 +142,8 @@ def shared_prefix_logits(model, prompt_ids_NP, prompt_mask_NP, completion_ids_NT
     if hook_out is not None:
         head = getattr(model, "module", model).get_output_embeddings()
         hook = head.register_forward_hook(lambda mod, inp, out: hook_out.__setitem__("hidden", inp[0]))
-    try:   # a dict of masks tells the model they are prepared (none: the layout carries them)
-        logits = model(input_ids=ids, position_ids=pos, attention_mask={"full_attention": None, "sliding_attention": None},
-                       prefix_layout=layout, use_cache=False).logits
+    try:
+        logits = _packed_forward(model, ids, pos, layout).logits
     finally:
         if hook is not None:
             hook.remove()
@@ -147,3 +153,17 @@ def shared_prefix_logits(model, prompt_ids_NP, prompt_mask_NP, completion_ids_NT
         hidden = hook_out.pop("hidden")
         hook_out["hidden_NTD"] = hidden.reshape(-1, hidden.shape[-1])[flat].view(N, T, -1).detach()
     return logits.reshape(-1, logits.shape[-1])[flat].view(N, T, -1)
+
+
+def shared_prefix_logprobs(model, prompt_ids_NP, prompt_mask_NP, completion_ids_NT, completion_mask_NT,
+                           temperature: float, entropy: str | None):
+    """`chosen_logprobs` of the completions from one packed forward per group, through the LM
+    head without logits (`logprobs.head_logprobs`): the head computes only at the positions that
+    predict a completion token, the prompt's last position once per completion."""
+    from .logprobs import head_logprobs
+    install(model)
+    ids, pos, layout, source = packed_inputs(prompt_ids_NP, prompt_mask_NP, completion_ids_NT, completion_mask_NT)
+    flat = source.view(-1)
+    with head_logprobs(model, completion_ids_NT, temperature, entropy,
+                       lambda hidden: hidden.reshape(-1, hidden.shape[-1])[flat]) as split:
+        return split(_packed_forward(model, ids, pos, layout).logits)

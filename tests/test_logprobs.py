@@ -109,3 +109,95 @@ def test_adapter_autocast_with_gradient_checkpointing_and_lora_dropout():
     logits.float().log_softmax(-1)[..., 7].sum().backward()
     grads = [p.grad for p in model.parameters() if p.requires_grad]
     assert all(g is not None and g.dtype == torch.float32 and torch.isfinite(g).all() for g in grads)
+
+
+@pytest.mark.parametrize("block", [1 << 24, 10, 3])  # one block; blocks of rows; one row per block
+def test_head_logprobs_match_the_plain_formula(monkeypatch, block):
+    """The LM head inside the blockwise log-softmax (`_HeadChosenLogSoftmax`): values and the
+    gradients of hidden states, weight and bias equal those of logits = hidden W^T + b through
+    the plain formula (float64, gradcheck too)."""
+    monkeypatch.setattr(lp, "BLOCK_ELEMENTS", block)
+    torch.manual_seed(0)
+    hidden = torch.randn(8, 4, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(5, 4, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(5, dtype=torch.float64, requires_grad=True)
+    ids = torch.randint(0, 5, (8,))
+    assert torch.autograd.gradcheck(lambda h, w, b: lp._HeadChosenLogSoftmax.apply(h, w, b, ids, 0.7, True),
+                                    (hidden, weight, bias))
+    ours, ent = lp._HeadChosenLogSoftmax.apply(hidden, weight, bias, ids, 0.7, True)
+    ref, ref_ent = _plain((hidden @ weight.T + bias).unsqueeze(0), ids.unsqueeze(0), 0.7)
+    torch.testing.assert_close(ours, ref[0])
+    torch.testing.assert_close(ent, ref_ent[0])
+    w = torch.randn(8, dtype=torch.float64)
+    g = torch.autograd.grad((ours * w).sum() - ent.sum(), (hidden, weight, bias))
+    g_ref = torch.autograd.grad((ref[0] * w).sum() - ref_ent[0].sum(), (hidden, weight, bias))
+    for a, b in zip(g, g_ref):
+        torch.testing.assert_close(a, b)
+
+
+def _tiny_policy(adapter: str):
+    return _lora_policy("float32", adapter).train()
+
+
+@pytest.mark.parametrize("adapter", ["none", "lora"])
+@pytest.mark.parametrize("share", [False, True])
+def test_token_logprobs_through_the_head_equal_the_logits_path(monkeypatch, adapter, share):
+    """`token_logprobs` through the head (the default for a plain head) and through the logits
+    (`fused_head` forced to None) give the same log-probs, entropies and parameter gradients
+    (float32, 1e-5), with and without prefix sharing; a full fine-tune's tied head/embedding
+    gradient included."""
+    from rlrecipes.rollout.generate import completion_mask, encode_prompts
+    model = _tiny_policy(adapter)
+    tok = __import__("rlrecipes.tiny", fromlist=["build_tokenizer"]).build_tokenizer()
+    ids, mask = encode_prompts(tok, [p for p in ("12+34=", "What is 7+8? Answer:") for _ in range(3)], "cpu")
+    comp = torch.randint(20, 60, (6, 9), generator=torch.Generator().manual_seed(0))
+    comp[1, 3] = comp[4, 0] = tok.eos_token_id
+    cmask = completion_mask(comp, tok.eos_token_id)
+    weights = torch.rand(comp.shape, generator=torch.Generator().manual_seed(1))
+    assert lp.fused_head(model) is not None
+    results = []
+    for fused in (True, False):
+        if not fused:
+            monkeypatch.setattr(lp, "fused_head", lambda model: None)
+        model.zero_grad()
+        logp, ent = lp.token_logprobs(model, ids, mask, comp, cmask, 0.7, entropy="grad", share_prefix=share)
+        ((logp * weights + 0.1 * ent) * cmask).sum().backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        results.append((logp.detach(), ent.detach(), grads))
+    (a, ea, ga), (b, eb, gb) = results
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+    torch.testing.assert_close(ea, eb, atol=1e-5, rtol=0)
+    assert ga.keys() == gb.keys() and ga
+    for name in ga:
+        torch.testing.assert_close(ga[name], gb[name], atol=1e-5, rtol=1e-4, msg=name)
+    assert "forward" not in vars(model.get_output_embeddings())   # the head's own forward restored
+
+
+def test_head_logprobs_keep_no_logits_for_the_backward(monkeypatch):
+    """With a 4,096-token vocabulary the logits path keeps the logits [N, T + 1, V] (float32
+    here) for the backward; through the head, no tensor kept is a quarter of their size (the
+    largest are the model's own activations)."""
+    from rlrecipes.tiny import build_model, build_tokenizer
+    tok = build_tokenizer()
+    model = build_model(tok, vocab_size=4096, seed=1).train()
+    ids = torch.randint(20, 60, (4, 30), generator=torch.Generator().manual_seed(0))
+    comp = torch.randint(20, 60, (4, 20), generator=torch.Generator().manual_seed(1))
+    mask, cmask = torch.ones_like(ids), torch.ones_like(comp)
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    kept, largest = [], []
+    for fused in (True, False):
+        if not fused:
+            monkeypatch.setattr(lp, "fused_head", lambda model: None)
+        saved = {}
+
+        def pack(t):
+            saved[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+            return t
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            logp, _ = lp.token_logprobs(model, ids, mask, comp, cmask)
+        logp.sum().backward()
+        kept.append(sum(v for k, v in saved.items() if k not in params))
+        largest.append(max(v for k, v in saved.items() if k not in params))
+    logits_bytes = 4 * 21 * 4096 * 4           # [N, T + 1, V] float32: the head's output
+    assert kept[1] - kept[0] >= logits_bytes, kept
+    assert largest[0] < logits_bytes / 4 <= largest[1], largest
