@@ -109,7 +109,8 @@ class _HeadChosenLogSoftmax(torch.autograd.Function):
     the hidden states, not [M, V] logits and their gradient (with Qwen's 152k vocabulary, 2.3 GiB
     each in bf16 for 8,192 tokens). The price is the head's matmul once more in the backward.
     Logits are computed in the head's dtype, as `nn.Linear` does, and the vocabulary-sized work
-    runs in float32; the head's weight gradient is summed over blocks in float32."""
+    runs in float32; the head's weight gradient (a full fine-tune's) is computed and summed over
+    blocks in float32, a [V, D] float32 buffer while the backward runs."""
 
     @staticmethod
     def forward(ctx, hidden_MD, weight_VD, bias_V, ids_M, temperature: float, with_entropy: bool):
@@ -142,13 +143,13 @@ class _HeadChosenLogSoftmax(torch.autograd.Function):
             h = hidden_MD[rows].to(weight_VD.dtype)
             x = F.linear(h, weight_VD, bias_V).to(ctx.dtype) / ctx.temperature
             g = _block_grad(x, ids_M[rows], lse_M[rows], entropy_M[rows] if use_entropy else None, g_logp_M[rows],
-                            g_entropy_M[rows] if use_entropy else None, ctx.temperature).to(weight_VD.dtype)
-            if need_h:
-                grad_h[rows] = (g @ weight_VD).to(grad_h.dtype)
-            if need_w:
-                grad_w += (g.t() @ h).to(ctx.dtype)
+                            g_entropy_M[rows] if use_entropy else None, ctx.temperature)
+            if need_h:   # in the head's dtype, as nn.Linear's backward of the logits' gradient
+                grad_h[rows] = (g.to(weight_VD.dtype) @ weight_VD).to(grad_h.dtype)
+            if need_w:   # in float32 into the sum: no [V, D] temporary per block
+                grad_w.addmm_(g.t(), h.to(ctx.dtype))
             if need_b:
-                grad_b += g.sum(0).to(ctx.dtype)
+                grad_b += g.sum(0)
         return (grad_h, None if grad_w is None else grad_w.to(weight_VD.dtype),
                 None if grad_b is None else grad_b.to(bias_V.dtype), None, None, None)
 

@@ -201,3 +201,26 @@ def test_head_logprobs_keep_no_logits_for_the_backward(monkeypatch):
     logits_bytes = 4 * 21 * 4096 * 4           # [N, T + 1, V] float32: the head's output
     assert kept[1] - kept[0] >= logits_bytes, kept
     assert largest[0] < logits_bytes / 4 <= largest[1], largest
+
+
+@pytest.mark.parametrize("adapter", ["none", "lora"])
+def test_head_logprobs_in_bf16(monkeypatch, adapter):
+    """A bf16 model (LoRA: under `adapter_autocast`): the path through the head gives the logits
+    path's log-probs to bf16 precision and gradients in each parameter's own dtype, pointing the
+    same way (cosine > 0.999)."""
+    model = _lora_policy("bfloat16", adapter).train()
+    ids = torch.randint(20, 60, (4, 12), generator=torch.Generator().manual_seed(0))
+    comp = torch.randint(20, 60, (4, 10), generator=torch.Generator().manual_seed(1))
+    results = []
+    for fused in (True, False):
+        if not fused:
+            monkeypatch.setattr(lp, "fused_head", lambda model: None)
+        model.zero_grad()
+        logp, _ = lp.token_logprobs(model, ids, torch.ones_like(ids), comp, torch.ones_like(comp))
+        logp.sum().backward()
+        named = [(n, p) for n, p in model.named_parameters() if p.grad is not None]
+        assert all(p.grad.dtype == p.dtype for _, p in named)
+        results.append((logp.detach(), torch.cat([p.grad.float().flatten() for _, p in named])))
+    (a, ga), (b, gb) = results
+    assert a.dtype == torch.float32 and (a - b).abs().max() < 0.05
+    assert torch.nn.functional.cosine_similarity(ga, gb, dim=0) > 0.999
