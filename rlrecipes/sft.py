@@ -11,7 +11,7 @@ import random
 
 import torch
 
-from .logprobs import adapter_autocast
+from .logprobs import adapter_autocast, fused_head, head_logprobs
 from .model import attach_adapter, load_base, save_pretrained
 from .vision import ImagePrompt, processor_of
 
@@ -34,6 +34,21 @@ def sft_batch(tokenizer, prompts: list[str], completions: list[str], device):
     lab = torch.tensor([s + [-100] * (width - len(s)) for s in labels], device=device)
     attn = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs], device=device)
     return ids, attn, lab, vision
+
+
+def sft_loss(model, ids, attn, labels, extra: dict) -> torch.Tensor:
+    """The mean cross-entropy of the labelled tokens (transformers' causal-LM loss), through the
+    LM head without logits (`logprobs.head_logprobs`) where the head is a plain linear layer:
+    cross-entropy is minus the chosen token's log-prob, so no [N, T, V] logits (float32 in
+    transformers' loss) are kept for the backward."""
+    with adapter_autocast(model):
+        if fused_head(model) is None:
+            return model(input_ids=ids, attention_mask=attn, labels=labels, use_cache=False, **extra).loss
+        targets = labels[:, 1:]   # position t predicts token t + 1
+        keep = targets != -100
+        with head_logprobs(model, targets.clamp(min=0), 1.0, None, lambda hidden: hidden[:, :-1]) as split:
+            logp, _ = split(model(input_ids=ids, attention_mask=attn, use_cache=False, **extra).logits)
+    return -(logp * keep).sum() / keep.sum()
 
 
 def run_sft(recipe, stage, base_path: str, tokenizer, task, rows, prompts, out_dir, device,
@@ -67,8 +82,7 @@ def run_sft(recipe, stage, base_path: str, tokenizer, task, rows, prompts, out_d
             batch_golds = [g for _, g in pairs]
         ids, attn, labels, vision = sft_batch(tokenizer, batch_prompts, batch_golds, device)
         extra = {} if vision is None else vision.model_kwargs(model, ids)
-        with adapter_autocast(model):
-            loss = model(input_ids=ids, attention_mask=attn, labels=labels, use_cache=False, **extra).loss
+        loss = sft_loss(model, ids, attn, labels, extra)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, recipe.train.max_grad_norm or float("inf"))
         optimizer.step()

@@ -224,3 +224,25 @@ def test_head_logprobs_in_bf16(monkeypatch, adapter):
     (a, ga), (b, gb) = results
     assert a.dtype == torch.float32 and (a - b).abs().max() < 0.05
     assert torch.nn.functional.cosine_similarity(ga, gb, dim=0) > 0.999
+
+
+@pytest.mark.parametrize("adapter", ["none", "lora"])
+def test_sft_loss_through_the_head_equals_transformers_loss(adapter):
+    """The SFT stage's loss through the head equals transformers' causal-LM loss on the same
+    right-padded batch (labels -100 on prompt and padding), value and gradients."""
+    from rlrecipes.sft import sft_batch, sft_loss
+    from rlrecipes.tiny import build_tokenizer
+    model = _lora_policy("float32", adapter).train()
+    ids, attn, labels, _ = sft_batch(build_tokenizer(), ["12+34=", "What is 7+8?"], ["46", "<answer>15</answer>"], "cpu")
+    results = []
+    for ours in (True, False):
+        model.zero_grad()
+        loss = sft_loss(model, ids, attn, labels, {}) if ours else \
+            model(input_ids=ids, attention_mask=attn, labels=labels, use_cache=False).loss
+        loss.backward()
+        results.append((loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}))
+    (a, ga), (b, gb) = results
+    torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-6)
+    assert ga.keys() == gb.keys() and ga
+    for name in ga:
+        torch.testing.assert_close(ga[name], gb[name], atol=1e-6, rtol=1e-4, msg=name)
