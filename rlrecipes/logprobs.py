@@ -202,12 +202,23 @@ def adapter_autocast(model):
     return contextlib.nullcontext()
 
 
+# Architectures whose output logits are the LM head's output unchanged (read in transformers 5's
+# modeling files). Others may transform them after the head (Gemma 2/3 soft-cap them, Cohere and
+# Granite scale them), which a path that never sees the logits would skip: they keep the logits.
+HEAD_IS_LAST = frozenset({"llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "phi", "phi3",
+                          "gemma", "olmo2", "smollm3", "starcoder2", "deepseek_v3", "qwen2_vl", "qwen2_5_vl"})
+
+
 def fused_head(model):
     """The LM head `head_logprobs` can compute through: a plain `nn.Linear` (the model's own, or
-    tied to the embeddings) with no hook that replaced its forward; else None (a LoRA-adapted or
-    offloaded head: callers take the logits path)."""
-    head = getattr(model, "module", model).get_output_embeddings()
-    return head if type(head) is torch.nn.Linear and "forward" not in vars(head) else None
+    tied to the embeddings) with no hook that replaced its forward, of an architecture in
+    HEAD_IS_LAST; else None (callers take the logits path)."""
+    from .model import unwrapped
+    outer = getattr(model, "module", model)   # under DDP
+    head = outer.get_output_embeddings()
+    if type(head) is not torch.nn.Linear or "forward" in vars(head):
+        return None
+    return head if getattr(unwrapped(outer).config, "model_type", None) in HEAD_IS_LAST else None
 
 
 @contextlib.contextmanager

@@ -246,3 +246,19 @@ def test_sft_loss_through_the_head_equals_transformers_loss(adapter):
     assert ga.keys() == gb.keys() and ga
     for name in ga:
         torch.testing.assert_close(ga[name], gb[name], atol=1e-6, rtol=1e-4, msg=name)
+
+
+def test_heads_of_architectures_that_transform_logits_keep_the_logits_path():
+    """A model whose forward changes the logits after the head (Gemma 2's soft-cap here) is not
+    computed through the head: its log-probs are those of its own output logits."""
+    from transformers import Gemma2Config, Gemma2ForCausalLM
+    config = Gemma2Config(vocab_size=50, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                          num_attention_heads=2, num_key_value_heads=1, head_dim=8, final_logit_softcapping=0.5)
+    torch.manual_seed(0)
+    model = Gemma2ForCausalLM(config)
+    assert lp.fused_head(model) is None
+    ids, comp = torch.randint(3, 50, (2, 5)), torch.randint(3, 50, (2, 4))
+    logp, _ = lp.token_logprobs(model, ids, torch.ones_like(ids), comp, torch.ones_like(comp))
+    logits = model(input_ids=torch.cat([ids, comp], 1)).logits[:, 4:-1]
+    assert logits.abs().max() <= 0.5      # soft-capped
+    torch.testing.assert_close(logp, logits.log_softmax(-1).gather(-1, comp[..., None])[..., 0])
