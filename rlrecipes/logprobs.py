@@ -51,14 +51,15 @@ def _block_stats(x, ids, with_entropy: bool):
     return lse, logp, (lse - (torch.softmax(x, -1) * x).sum(-1)) if with_entropy else None
 
 
-def _block_grad(x, ids, lse, entropy, g_logp, g_entropy, temperature: float):
+def _block_grad(x, ids, lse, entropy, g_logp, g_entropy, temperature: float, hit=None):
     """The gradient for the logits (before the temperature) of one block, from the upstream
-    gradients of log p(chosen) and of the entropy (None: not used)."""
+    gradients of log p(chosen) and of the entropy (None: not used). `hit`: for a block of the
+    vocabulary, which rows' chosen token (`ids`, relative to the block, clamped) lies in it."""
     logp_all = x - lse.unsqueeze(-1)
     prob = logp_all.exp()
     g = g_logp.unsqueeze(-1)
     grad = -prob * g
-    grad.scatter_add_(-1, ids.unsqueeze(-1), g)
+    grad.scatter_add_(-1, ids.unsqueeze(-1), g if hit is None else g * hit.unsqueeze(-1))
     if g_entropy is not None:
         grad -= prob * (logp_all + entropy.unsqueeze(-1)) * g_entropy.unsqueeze(-1)
     return grad / temperature
@@ -86,6 +87,7 @@ class _ChosenLogSoftmax(torch.autograd.Function):
                 entropy_NT[n, t] = ent
         ctx.save_for_backward(logits_NTV, ids_NT, lse_NT, entropy_NT)
         ctx.temperature, ctx.with_entropy = temperature, with_entropy
+        ctx.set_materialize_grads(False)   # a detached entropy sends None, not zeros to multiply
         return logp_NT, entropy_NT
 
     @staticmethod
@@ -94,6 +96,8 @@ class _ChosenLogSoftmax(torch.autograd.Function):
         N, T, V = logits_NTV.shape
         grad_NTV = torch.empty_like(logits_NTV)
         use_entropy = ctx.with_entropy and g_entropy_NT is not None and g_entropy_NT.numel() > 0
+        if g_logp_NT is None:
+            g_logp_NT = torch.zeros_like(lse_NT)
         for n, t in _blocks(N, T, V):
             x = logits_NTV[n, t].to(ctx.dtype) / ctx.temperature
             grad_NTV[n, t] = _block_grad(x, ids_NT[n, t], lse_NT[n, t], entropy_NT[n, t] if use_entropy else None,
@@ -104,28 +108,39 @@ class _ChosenLogSoftmax(torch.autograd.Function):
 
 class _HeadChosenLogSoftmax(torch.autograd.Function):
     """`_ChosenLogSoftmax` with the LM head inside: from the head's input hidden [M, D] and its
-    weight [V, D] (and bias), log p(chosen) and entropy per row. The logits are computed block
-    by block, in the forward and again in the backward, and never kept: the backward's memory is
-    the hidden states, not [M, V] logits and their gradient (with Qwen's 152k vocabulary, 2.3 GiB
-    each in bf16 for 8,192 tokens). The price is the head's matmul once more in the backward.
-    Logits are computed in the head's dtype, as `nn.Linear` does, and the vocabulary-sized work
-    runs in float32; the head's weight gradient (a full fine-tune's) is computed and summed over
-    blocks in float32, a [V, D] float32 buffer while the backward runs."""
+    weight [V, D] (and bias), log p(chosen) and entropy per row, never holding the [M, V] logits
+    or their gradient whole (with Qwen's 152k vocabulary, 2.3 GiB each in bf16 for 8,192 tokens).
+    The forward computes the logits a block of rows at a time; the backward computes them again a
+    block of the vocabulary at a time, over all rows, from the saved log-normalisers, and each
+    block gives its rows of the weight gradient in one matmul and adds its share of the hidden
+    states' gradient (summed in float32, [M, D]). The price is the head's matmul once more.
+
+    Logits are computed as the model's forward computes them: in the autocast dtype when the
+    forward runs under autocast (accelerate's `mixed_precision`), else in the head's dtype. That
+    dtype is recorded and both passes cast to it explicitly, autocast off, so the backward's
+    logits are the forward's whatever context the backward runs in. The vocabulary-sized work
+    runs in float32."""
 
     @staticmethod
     def forward(ctx, hidden_MD, weight_VD, bias_V, ids_M, temperature: float, with_entropy: bool):
         M, V = hidden_MD.shape[0], weight_VD.shape[0]
-        ctx.dtype = torch.promote_types(weight_VD.dtype, torch.float32)
+        device = hidden_MD.device.type
+        ctx.compute = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else weight_VD.dtype
+        ctx.dtype = torch.promote_types(ctx.compute, torch.float32)
         logp_M = hidden_MD.new_empty(M, dtype=ctx.dtype)
         lse_M = torch.empty_like(logp_M)
         entropy_M = torch.empty_like(logp_M) if with_entropy else logp_M.new_empty(0)
-        for rows in _row_blocks(M, V):
-            x = F.linear(hidden_MD[rows].to(weight_VD.dtype), weight_VD, bias_V).to(ctx.dtype) / temperature
-            lse_M[rows], logp_M[rows], ent = _block_stats(x, ids_M[rows], with_entropy)
-            if with_entropy:
-                entropy_M[rows] = ent
+        w, b = _cast(weight_VD, ctx.compute), _cast(bias_V, ctx.compute)
+        rows = max(1, BLOCK_ELEMENTS // V)
+        with torch.autocast(device, enabled=False):
+            for r in (slice(s, s + rows) for s in range(0, M, rows)):
+                x = F.linear(hidden_MD[r].to(ctx.compute), w, b).to(ctx.dtype) / temperature
+                lse_M[r], logp_M[r], ent = _block_stats(x, ids_M[r], with_entropy)
+                if with_entropy:
+                    entropy_M[r] = ent
         ctx.save_for_backward(hidden_MD, weight_VD, bias_V, ids_M, lse_M, entropy_M)
         ctx.temperature, ctx.with_entropy = temperature, with_entropy
+        ctx.set_materialize_grads(False)
         return logp_M, entropy_M
 
     @staticmethod
@@ -134,30 +149,33 @@ class _HeadChosenLogSoftmax(torch.autograd.Function):
         need_h, need_w, need_b = ctx.needs_input_grad[:3]
         M, V = hidden_MD.shape[0], weight_VD.shape[0]
         use_entropy = ctx.with_entropy and g_entropy_M is not None and g_entropy_M.numel() > 0
-        if g_logp_M is None:
-            g_logp_M = torch.zeros_like(lse_M)
-        grad_h = torch.empty_like(hidden_MD) if need_h else None
-        grad_w = torch.zeros(weight_VD.shape, dtype=ctx.dtype, device=weight_VD.device) if need_w else None
-        grad_b = torch.zeros(V, dtype=ctx.dtype, device=weight_VD.device) if need_b else None
-        for rows in _row_blocks(M, V):
-            h = hidden_MD[rows].to(weight_VD.dtype)
-            x = F.linear(h, weight_VD, bias_V).to(ctx.dtype) / ctx.temperature
-            g = _block_grad(x, ids_M[rows], lse_M[rows], entropy_M[rows] if use_entropy else None, g_logp_M[rows],
-                            g_entropy_M[rows] if use_entropy else None, ctx.temperature)
-            if need_h:   # in the head's dtype, as nn.Linear's backward of the logits' gradient
-                grad_h[rows] = (g.to(weight_VD.dtype) @ weight_VD).to(grad_h.dtype)
-            if need_w:   # in float32 into the sum: no [V, D] temporary per block
-                grad_w.addmm_(g.t(), h.to(ctx.dtype))
-            if need_b:
-                grad_b += g.sum(0)
-        return (grad_h, None if grad_w is None else grad_w.to(weight_VD.dtype),
+        g_logp_M = torch.zeros_like(lse_M) if g_logp_M is None else g_logp_M
+        h, w, b = hidden_MD.to(ctx.compute), _cast(weight_VD, ctx.compute), _cast(bias_V, ctx.compute)
+        grad_h = torch.zeros(hidden_MD.shape, dtype=ctx.dtype, device=hidden_MD.device) if need_h else None
+        grad_w = torch.empty(weight_VD.shape, dtype=ctx.compute, device=weight_VD.device) if need_w else None
+        grad_b = torch.empty(V, dtype=ctx.dtype, device=weight_VD.device) if need_b else None
+        cols = max(1, BLOCK_ELEMENTS // M)
+        with torch.autocast(hidden_MD.device.type, enabled=False):
+            for v in range(0, V, cols):
+                c = slice(v, v + cols)
+                x = F.linear(h, w[c], None if b is None else b[c]).to(ctx.dtype) / ctx.temperature
+                hit = (ids_M >= v) & (ids_M < v + x.shape[1])
+                g = _block_grad(x, (ids_M - v).clamp(0, x.shape[1] - 1), lse_M, entropy_M if use_entropy else None,
+                                g_logp_M, g_entropy_M if use_entropy else None, ctx.temperature, hit)
+                if need_b:
+                    grad_b[c] = g.sum(0)
+                g = g.to(ctx.compute)
+                if need_h:
+                    grad_h += (g @ w[c]).to(ctx.dtype)
+                if need_w:
+                    grad_w[c] = g.t() @ h
+        return (None if grad_h is None else grad_h.to(hidden_MD.dtype),
+                None if grad_w is None else grad_w.to(weight_VD.dtype),
                 None if grad_b is None else grad_b.to(bias_V.dtype), None, None, None)
 
 
-def _row_blocks(M: int, V: int):
-    rows = max(1, BLOCK_ELEMENTS // V)
-    for s in range(0, M, rows):
-        yield slice(s, s + rows)
+def _cast(t, dtype):
+    return None if t is None else t.to(dtype)
 
 
 def chosen_logprobs(logits_NTV, ids_NT, temperature: float = 1.0, entropy: str | None = None):
@@ -211,14 +229,17 @@ HEAD_IS_LAST = frozenset({"llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "
 
 def fused_head(model):
     """The LM head `head_logprobs` can compute through: a plain `nn.Linear` (the model's own, or
-    tied to the embeddings) with no hook that replaced its forward, of an architecture in
-    HEAD_IS_LAST; else None (callers take the logits path)."""
+    tied to the embeddings) with no hook on it and its forward not replaced, of a transformers
+    model (not remote code) of an architecture in HEAD_IS_LAST; else None (callers take the
+    logits path)."""
     from .model import unwrapped
     outer = getattr(model, "module", model)   # under DDP
-    head = outer.get_output_embeddings()
-    if type(head) is not torch.nn.Linear or "forward" in vars(head):
+    head, base = outer.get_output_embeddings(), unwrapped(outer)
+    if type(head) is not torch.nn.Linear or "forward" in vars(head) or head._forward_hooks or head._forward_pre_hooks:
         return None
-    return head if getattr(unwrapped(outer).config, "model_type", None) in HEAD_IS_LAST else None
+    if not type(base).__module__.startswith("transformers.models."):
+        return None
+    return head if getattr(base.config, "model_type", None) in HEAD_IS_LAST else None
 
 
 @contextlib.contextmanager

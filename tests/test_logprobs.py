@@ -262,3 +262,47 @@ def test_heads_of_architectures_that_transform_logits_keep_the_logits_path():
     logits = model(input_ids=torch.cat([ids, comp], 1)).logits[:, 4:-1]
     assert logits.abs().max() <= 0.5      # soft-capped
     torch.testing.assert_close(logp, logits.log_softmax(-1).gather(-1, comp[..., None])[..., 0])
+
+
+def test_head_logprobs_under_autocast_recompute_the_forwards_logits(monkeypatch):
+    """A float32 model under bf16 autocast (accelerate's mixed_precision): the backward runs
+    outside autocast, yet must recompute the bf16 logits the forward normalised. Gradients of
+    the path through the head equal the logits path's under the same autocast. Completions are
+    the model's own greedy choices, so p(chosen) is near 1 and a mismatch shows."""
+    from rlrecipes.tiny import build_model, build_tokenizer
+    model = build_model(build_tokenizer(), seed=1).train()
+    with torch.no_grad():
+        model.lm_head.weight.mul_(8)   # tied: sharper distributions
+    ids = torch.randint(20, 60, (3, 8), generator=torch.Generator().manual_seed(0))
+    seq = ids
+    with torch.no_grad():
+        for _ in range(6):
+            seq = torch.cat([seq, model(input_ids=seq).logits[:, -1:].argmax(-1)], 1)
+    comp = seq[:, 8:]
+    results = []
+    for fused in (True, False):
+        if not fused:
+            monkeypatch.setattr(lp, "fused_head", lambda model: None)
+        model.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            logp, _ = lp.token_logprobs(model, ids, torch.ones_like(ids), comp, torch.ones_like(comp))
+        assert logp.exp().mean() > 0.5
+        logp.sum().backward()
+        results.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
+    a, b = results
+    assert a.dtype == torch.float32
+    assert (a - b).norm() / b.norm() < 0.02, ((a - b).norm() / b.norm()).item()
+
+
+def test_a_hooked_or_remote_code_head_keeps_the_logits_path():
+    from rlrecipes.tiny import build_model, build_tokenizer
+    model = build_model(build_tokenizer(), seed=1)
+    assert lp.fused_head(model) is model.lm_head
+    handle = model.lm_head.register_forward_hook(lambda *a: None)
+    assert lp.fused_head(model) is None
+    handle.remove()
+    type(model).__module__, module = "transformers_modules.someone.modeling", type(model).__module__
+    try:
+        assert lp.fused_head(model) is None
+    finally:
+        type(model).__module__ = module
