@@ -6,8 +6,8 @@ which recomputes the softmax block by block. A plain `logits.float().log_softmax
 several float32 copies of a [N, T, V] tensor alive; with a 152k vocabulary that was most of
 rlrecipes' GPU memory (benchmarks/gpu_check.sh, 0.5B model: 12.3 GiB against TRL's 5.3 GiB).
 
-Where the model's LM head is a plain linear layer, `token_logprobs` goes one step further and
-keeps no logits at all: the head itself runs blockwise inside the same function
+Where the model's LM head is a plain linear layer whose output is the model's logits
+(`fused_head`), `token_logprobs` goes one step further and keeps no logits at all: the head itself runs blockwise inside the same function
 (`head_logprobs`, `_HeadChosenLogSoftmax`), so neither the [N, T, V] logits nor their gradient
 exist whole (benchmarks/head_memory.py). The logits path remains for the last-layer extras
 (CAPO) and other heads.
@@ -282,8 +282,8 @@ def token_logprobs(model, prompt_ids_NP, prompt_mask_NP, completion_ids_NT, comp
     completion mask then hold no log-prob (0).
 
     Logits are divided by the sampling temperature, as TRL does, so the log-probs are those of
-    the distribution the tokens were drawn from. Without `extras` and with a plain head they
-    are computed through the head (`head_logprobs`): equal values, no logits kept.
+    the distribution the tokens were drawn from. Without `extras` and where `fused_head` allows
+    they are computed through the head (`head_logprobs`): equal values, no logits kept.
     """
     fused = extras is None and fused_head(model) is not None
     if share_prefix and vision is None:

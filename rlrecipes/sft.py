@@ -38,7 +38,7 @@ def sft_batch(tokenizer, prompts: list[str], completions: list[str], device):
 
 def sft_loss(model, ids, attn, labels, extra: dict) -> torch.Tensor:
     """The mean cross-entropy of the labelled tokens (transformers' causal-LM loss), through the
-    LM head without logits (`logprobs.head_logprobs`) where the head is a plain linear layer:
+    LM head without logits (`logprobs.head_logprobs`) where `logprobs.fused_head` allows:
     cross-entropy is minus the chosen token's log-prob, so no [N, T, V] logits (float32 in
     transformers' loss) are kept for the backward."""
     with adapter_autocast(model):
