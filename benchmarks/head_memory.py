@@ -1,5 +1,5 @@
 """Memory and time of the training log-prob pass with a real vocabulary: through the LM head
-(`logprobs.head_logprobs`, the default) against through the logits (`chosen_logprobs` on the
+(`rlrecipes/head.py`, the default) against through the logits (`chosen_logprobs` on the
 model's [N, T, V] output, what rlrecipes did before 2026-12-04 and what TRL does).
 
 One micro-batch of G completions per prompt, forward and backward of the summed log-probs,
@@ -41,6 +41,7 @@ def _reset_peak() -> None:
 def worker(args) -> dict:
     import torch
 
+    import rlrecipes.head as head
     import rlrecipes.logprobs as lp
     from rlrecipes.tiny import build_model, build_tokenizer
     device = torch.device(args.device)
@@ -51,7 +52,7 @@ def worker(args) -> dict:
         from peft import LoraConfig, get_peft_model
         model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, target_modules="all-linear"))
     if args.path == "logits":
-        lp.fused_head = lambda model: None
+        head.fused_head = lambda model: None
     g = torch.Generator().manual_seed(0)
     G = 8
     prompts = torch.randint(20, 90, (args.rows // G, args.prompt_len), generator=g).repeat_interleave(G, 0)

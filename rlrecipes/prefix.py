@@ -158,9 +158,9 @@ def shared_prefix_logits(model, prompt_ids_NP, prompt_mask_NP, completion_ids_NT
 def shared_prefix_logprobs(model, prompt_ids_NP, prompt_mask_NP, completion_ids_NT, completion_mask_NT,
                            temperature: float, entropy: str | None):
     """`chosen_logprobs` of the completions from one packed forward per group, through the LM
-    head without logits (`logprobs.head_logprobs`): the head computes only at the positions that
+    head without logits (`head.head_logprobs`): the head computes only at the positions that
     predict a completion token, the prompt's last position once per completion."""
-    from .logprobs import head_logprobs
+    from .head import head_logprobs
     install(model)
     ids, pos, layout, source = packed_inputs(prompt_ids_NP, prompt_mask_NP, completion_ids_NT, completion_mask_NT)
     flat = source.view(-1)

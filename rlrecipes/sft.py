@@ -11,7 +11,8 @@ import random
 
 import torch
 
-from .logprobs import adapter_autocast, fused_head, head_logprobs
+from .head import fused_head, head_logprobs
+from .logprobs import adapter_autocast
 from .model import attach_adapter, load_base, save_pretrained
 from .vision import ImagePrompt, processor_of
 
@@ -38,7 +39,7 @@ def sft_batch(tokenizer, prompts: list[str], completions: list[str], device):
 
 def sft_loss(model, ids, attn, labels, extra: dict) -> torch.Tensor:
     """The mean cross-entropy of the labelled tokens (transformers' causal-LM loss), through the
-    LM head without logits (`logprobs.head_logprobs`) where `logprobs.fused_head` allows:
+    LM head without logits (`head.head_logprobs`) where `head.fused_head` allows:
     cross-entropy is minus the chosen token's log-prob, so no [N, T, V] logits (float32 in
     transformers' loss) are kept for the backward."""
     with adapter_autocast(model):

@@ -2,6 +2,7 @@
 import pytest
 import torch
 
+import rlrecipes.head as hd
 import rlrecipes.logprobs as lp
 
 
@@ -122,9 +123,9 @@ def test_head_logprobs_match_the_plain_formula(monkeypatch, block):
     weight = torch.randn(5, 4, dtype=torch.float64, requires_grad=True)
     bias = torch.randn(5, dtype=torch.float64, requires_grad=True)
     ids = torch.randint(0, 5, (8,))
-    assert torch.autograd.gradcheck(lambda h, w, b: lp._HeadChosenLogSoftmax.apply(h, w, b, ids, 0.7, True),
+    assert torch.autograd.gradcheck(lambda h, w, b: hd._HeadChosenLogSoftmax.apply(h, w, b, ids, 0.7, True),
                                     (hidden, weight, bias))
-    ours, ent = lp._HeadChosenLogSoftmax.apply(hidden, weight, bias, ids, 0.7, True)
+    ours, ent = hd._HeadChosenLogSoftmax.apply(hidden, weight, bias, ids, 0.7, True)
     ref, ref_ent = _plain((hidden @ weight.T + bias).unsqueeze(0), ids.unsqueeze(0), 0.7)
     torch.testing.assert_close(ours, ref[0])
     torch.testing.assert_close(ent, ref_ent[0])
@@ -154,11 +155,11 @@ def test_token_logprobs_through_the_head_equal_the_logits_path(monkeypatch, adap
     comp[1, 3] = comp[4, 0] = tok.eos_token_id
     cmask = completion_mask(comp, tok.eos_token_id)
     weights = torch.rand(comp.shape, generator=torch.Generator().manual_seed(1))
-    assert lp.fused_head(model) is not None
+    assert hd.fused_head(model) is not None
     results = []
     for fused in (True, False):
         if not fused:
-            monkeypatch.setattr(lp, "fused_head", lambda model: None)
+            monkeypatch.setattr(hd, "fused_head", lambda model: None)
         model.zero_grad()
         logp, ent = lp.token_logprobs(model, ids, mask, comp, cmask, 0.7, entropy="grad", share_prefix=share)
         ((logp * weights + 0.1 * ent) * cmask).sum().backward()
@@ -187,7 +188,7 @@ def test_head_logprobs_keep_no_logits_for_the_backward(monkeypatch):
     kept, largest = [], []
     for fused in (True, False):
         if not fused:
-            monkeypatch.setattr(lp, "fused_head", lambda model: None)
+            monkeypatch.setattr(hd, "fused_head", lambda model: None)
         saved = {}
 
         def pack(t):
@@ -214,7 +215,7 @@ def test_head_logprobs_in_bf16(monkeypatch, adapter):
     results = []
     for fused in (True, False):
         if not fused:
-            monkeypatch.setattr(lp, "fused_head", lambda model: None)
+            monkeypatch.setattr(hd, "fused_head", lambda model: None)
         model.zero_grad()
         logp, _ = lp.token_logprobs(model, ids, torch.ones_like(ids), comp, torch.ones_like(comp))
         logp.sum().backward()
@@ -256,7 +257,7 @@ def test_heads_of_architectures_that_transform_logits_keep_the_logits_path():
                           num_attention_heads=2, num_key_value_heads=1, head_dim=8, final_logit_softcapping=0.5)
     torch.manual_seed(0)
     model = Gemma2ForCausalLM(config)
-    assert lp.fused_head(model) is None
+    assert hd.fused_head(model) is None
     ids, comp = torch.randint(3, 50, (2, 5)), torch.randint(3, 50, (2, 4))
     logp, _ = lp.token_logprobs(model, ids, torch.ones_like(ids), comp, torch.ones_like(comp))
     logits = model(input_ids=torch.cat([ids, comp], 1)).logits[:, 4:-1]
@@ -282,7 +283,7 @@ def test_head_logprobs_under_autocast_recompute_the_forwards_logits(monkeypatch)
     results = []
     for fused in (True, False):
         if not fused:
-            monkeypatch.setattr(lp, "fused_head", lambda model: None)
+            monkeypatch.setattr(hd, "fused_head", lambda model: None)
         model.zero_grad()
         with torch.autocast("cpu", dtype=torch.bfloat16):
             logp, _ = lp.token_logprobs(model, ids, torch.ones_like(ids), comp, torch.ones_like(comp))
@@ -297,12 +298,12 @@ def test_head_logprobs_under_autocast_recompute_the_forwards_logits(monkeypatch)
 def test_a_hooked_or_remote_code_head_keeps_the_logits_path():
     from rlrecipes.tiny import build_model, build_tokenizer
     model = build_model(build_tokenizer(), seed=1)
-    assert lp.fused_head(model) is model.lm_head
+    assert hd.fused_head(model) is model.lm_head
     handle = model.lm_head.register_forward_hook(lambda *a: None)
-    assert lp.fused_head(model) is None
+    assert hd.fused_head(model) is None
     handle.remove()
     type(model).__module__, module = "transformers_modules.someone.modeling", type(model).__module__
     try:
-        assert lp.fused_head(model) is None
+        assert hd.fused_head(model) is None
     finally:
         type(model).__module__ = module
