@@ -54,7 +54,7 @@ def _stop_token(model, tok, ids, mask) -> int:
 @pytest.mark.parametrize("adapter", ["none", "lora", "qlora"])
 def test_greedy_equals_hf_generate_token_for_token(adapter, static):
     """Both decode paths: the compacting one, and the fixed-shape one that `cuda_graphs` captures
-    on a GPU (run eagerly here: the same `decode_static`, finished rows kept in the batch)."""
+    on a GPU (run eagerly here: the same fixed-shape `decode`, finished rows kept in the batch)."""
     model, tok = _policy(adapter)
     assert fast_supported(model) is None
     ids, mask = encode_prompts(tok, PROMPTS, "cpu")

@@ -1,7 +1,14 @@
 """The fast engine's forward (`rlrecipes/rollout/engine.py` samples with it): a Qwen2/Llama
-decoder written out over the weights `rollout/weights.py` takes, a preallocated KV cache
-(`Cache`), a prefill/decode step with shapes that follow the batch (`forward`), and the decode
-step with every shape fixed (`decode_static`) that `StaticDecode` replays from a CUDA graph.
+decoder written out over the weights `rollout/weights.py` takes, a KV cache that holds each
+prompt once for its G sample rows (`Cache`), the prompts' prefill (`prefill`), and a decode step
+(`decode`) whose fixed-shape form `StaticDecode` replays from a CUDA graph.
+
+Shared-prefix decoding (as Hydragen, Juravsky et al., arXiv 2402.05099, §3, computes it): the
+prompt's keys and values are never copied into its G rows. A decode step's attention takes the
+prompt part as one matmul per prompt for the queries of all its rows ([G·h, D] x [D, P]), the
+rows' own tokens as one small matmul per row, and a single softmax over both. Equal to attention
+over the concatenated cache; the prompt's cache costs B instead of B·G rows, and each decode
+step reads it once per prompt instead of once per row.
 """
 from __future__ import annotations
 
@@ -33,21 +40,62 @@ def _proj(x, weight_bias):
     return F.linear(x.to(weight.dtype), weight, bias).to(x.dtype)
 
 
-class Cache:
-    """Preallocated keys and values [L][N, H_kv, width, D] and which key slots are real."""
+def _bias(valid, shape) -> torch.Tensor:
+    """0 where a key is valid, -inf elsewhere, float32, for scores of `shape`."""
+    return torch.zeros(shape, device=valid.device).masked_fill_(~valid.reshape(shape), float("-inf"))
 
-    def __init__(self, w: Weights, N: int, width: int, device):
-        shape = (N, w.kv_heads, width, w.head_dim)
-        self.k = [torch.zeros(shape, dtype=w.dtype, device=device) for _ in w.layers]
-        self.v = [torch.zeros(shape, dtype=w.dtype, device=device) for _ in w.layers]
+
+class Cache:
+    """Keys and values of one `sample` call in two parts: each prompt's [L][B', H_kv, P, D]
+    (`prefill` writes them; B' prompts still in use), and each row's own tokens after it
+    [L][N, H_kv, width, D] with which slots are written (`valid_NS`). Row n samples from
+    prompt `group_N[n]`, as its `slot_N[n]`-th of G. `uniform`: every prompt has all its G
+    rows, in order, so grouping rows is a reshape."""
+
+    def __init__(self):
+        self.pk, self.pv, self.k, self.v = [], [], [], []
+        self.length, self.G, self.uniform = 0, 1, True
+
+    def share(self, repeat: int, width: int) -> None:
+        """After the prefill: `repeat` rows per prompt, each with room for `width` own tokens."""
+        B, kv, _, D = self.pk[0].shape
+        N, device = B * repeat, self.pk[0].device
+        self.G, self.uniform = repeat, True
+        self.group_N = torch.arange(B, device=device).repeat_interleave(repeat)
+        self.slot_N = torch.arange(N, device=device) % repeat
+        self.k = [torch.zeros(N, kv, width, D, dtype=k.dtype, device=device) for k in self.pk]
+        self.v = [torch.zeros_like(k) for k in self.k]
         self.valid_NS = torch.zeros(N, width, dtype=torch.bool, device=device)
-        self.length = 0
 
     def keep(self, rows: torch.Tensor) -> None:
-        """Compaction: only `rows` stay."""
-        self.k = [k[rows] for k in self.k]
-        self.v = [v[rows] for v in self.v]
+        """Compaction: only `rows` (ascending) stay; prompts none of them samples from go."""
+        self.k, self.v = [k[rows] for k in self.k], [v[rows] for v in self.v]
         self.valid_NS = self.valid_NS[rows]
+        used, self.group_N = torch.unique(self.group_N[rows], return_inverse=True)
+        self.slot_N = self.slot_N[rows]
+        if len(used) < len(self.prefix_valid_BP):
+            self.pk, self.pv = [k[used] for k in self.pk], [v[used] for v in self.pv]
+            self.set_prefix_valid(self.prefix_valid_BP[used])
+        self.uniform = len(rows) == len(used) * self.G
+
+    def set_prefix_valid(self, valid_BP) -> None:
+        self.prefix_valid_BP = valid_BP
+        self.prefix_bias = _bias(valid_BP, (len(valid_BP), 1, 1, valid_BP.shape[1]))
+
+    def to_groups(self, x) -> torch.Tensor:
+        """Rows' [N, H_kv, h, X] as each prompt's [B', H_kv, G·h, X] (zeros for rows that left)."""
+        N, kv, h, X = x.shape
+        if not self.uniform:
+            grouped = x.new_zeros(len(self.prefix_valid_BP), self.G, kv, h, X)
+            grouped[self.group_N, self.slot_N] = x
+            x = grouped
+        return x.view(-1, self.G, kv, h, X).transpose(1, 2).reshape(-1, kv, self.G * h, X)
+
+    def from_groups(self, x, h: int) -> torch.Tensor:
+        """`to_groups`' inverse: [B', H_kv, G·h, X] to the rows' [N, H_kv, h, X]."""
+        B, kv, _, X = x.shape
+        x = x.view(B, kv, self.G, h, X).transpose(1, 2)
+        return x.reshape(-1, kv, h, X) if self.uniform else x[self.group_N, self.slot_N]
 
 
 def rope_table(w: Weights, length: int, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -57,81 +105,101 @@ def rope_table(w: Weights, length: int, device) -> tuple[torch.Tensor, torch.Ten
     return (emb.cos() * w.rope_scale).to(w.dtype), (emb.sin() * w.rope_scale).to(w.dtype)
 
 
-def _decode_attention(q, k, v, bias_N11S, kv_heads: int):
-    """One query per row against the cache, written out: q [N, H, 1, D], k/v [N, H_kv, S, D];
-    scores and softmax in float32 (as transformers' eager attention). On CPU this is about 5x
-    faster than `scaled_dot_product_attention` for a single query."""
+def _qkv(w: Weights, layer, h, cos, sin):
+    """Queries [N, H, S, D], keys and values [N, H_kv, S, D] of the residual stream `h` [N, S, hidden]."""
+    N, S, _ = h.shape
+    x = _rms(h, layer["ln1"])
+    q = _rope(_proj(x, layer["q"]).view(N, S, w.heads, w.head_dim).transpose(1, 2), cos, sin)
+    k = _rope(_proj(x, layer["k"]).view(N, S, w.kv_heads, w.head_dim).transpose(1, 2), cos, sin)
+    return q, k, _proj(x, layer["v"]).view(N, S, w.kv_heads, w.head_dim).transpose(1, 2)
+
+
+def _rest(layer, h, att):
+    """The residual stream after the attention output `att` [N, H, S, D]: output projection, MLP."""
+    N, S, _ = h.shape
+    h = h + _proj(att.transpose(1, 2).reshape(N, S, -1), layer["o"])
+    x = _rms(h, layer["ln2"])
+    return h + _proj(F.silu(_proj(x, layer["gate"])) * _proj(x, layer["up"]), layer["down"])
+
+
+def _logits(w: Weights, h_ND) -> torch.Tensor:
+    return F.linear(_rms(h_ND, w.norm), w.lm_head).float()
+
+
+def prefill(w: Weights, ids_BP, valid_BP, cache: Cache, rope) -> torch.Tensor:
+    """Float32 logits [B, V] of each prompt's last position; its keys and values go to `cache`.
+    `valid_BP`: False on left padding (positions count the real tokens only)."""
+    B, P = ids_BP.shape
+    pos_BP = (valid_BP.long().cumsum(-1) - 1).clamp(min=0)
+    cos, sin = rope[0][pos_BP].unsqueeze(1), rope[1][pos_BP].unsqueeze(1)
+    keys = torch.arange(P, device=ids_BP.device)
+    # causal over real keys; a padding query sees itself (its output is never used; no NaN)
+    mask = (valid_BP[:, None, None, :] & (keys <= keys[:, None])) | (keys == keys[:, None])
+    h = w.embed[ids_BP]
+    cache.pk, cache.pv = [], []
+    for layer in w.layers:
+        q, k, v = _qkv(w, layer, h, cos, sin)
+        cache.pk.append(k.contiguous())
+        cache.pv.append(v.contiguous())
+        att = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=w.kv_heads != w.heads)
+        h = _rest(layer, h, att)
+    cache.set_prefix_valid(valid_BP)
+    return _logits(w, h[:, -1])
+
+
+def _decode_attention(q, pk, pv, k, v, cache: Cache, row_bias):
+    """One query per row [N, H, 1, D] against its prompt's keys and values (`pk`, `pv`:
+    [B', H_kv, P, D], one matmul per prompt for all its rows' queries) and its own ([N, H_kv, S,
+    D]), with one softmax over both; scores and softmax in float32 (as transformers' eager
+    attention). Written out: on CPU about 5x faster than `scaled_dot_product_attention` for a
+    single query."""
     N, H, _, D = q.shape
-    q = q.view(N, kv_heads, H // kv_heads, D)                         # query heads grouped by kv head
-    scores = torch.matmul(q, k.transpose(-1, -2)).float() * D ** -0.5 + bias_N11S
-    att = torch.matmul(scores.softmax(-1).to(v.dtype), v)             # [N, H_kv, H/H_kv, D]
-    return att.view(N, H, 1, D)
+    h, P = H // pk.shape[1], pk.shape[2]
+    q = q.view(N, pk.shape[1], h, D)                                  # query heads grouped by kv head
+    shared = torch.matmul(cache.to_groups(q), pk.transpose(-1, -2)).float() * D ** -0.5 + cache.prefix_bias
+    own = torch.matmul(q, k.transpose(-1, -2)).float() * D ** -0.5 + row_bias
+    probs = torch.cat([cache.from_groups(shared, h), own], -1).softmax(-1).to(v.dtype)
+    att = cache.from_groups(torch.matmul(cache.to_groups(probs[..., :P]), pv), h) + torch.matmul(probs[..., P:], v)
+    return att.reshape(N, H, 1, D)
 
 
-def forward(w: Weights, ids_NS, pos_NS, valid_NS, cache: Cache, rope) -> torch.Tensor:
-    """Float32 logits of each row's last position after appending `ids_NS` (at positions
-    `pos_NS`; `valid_NS` False on left padding) to the cache. `rope`: `rope_table`'s (cos, sin)."""
-    N, S = ids_NS.shape
-    device, t0, t1 = ids_NS.device, cache.length, cache.length + S
-    cos, sin = rope[0][pos_NS].unsqueeze(1), rope[1][pos_NS].unsqueeze(1)
-    cache.valid_NS[:, t0:t1] = valid_NS
-    if S == 1:
-        bias = torch.zeros(N, 1, 1, t1, device=device).masked_fill_(~cache.valid_NS[:, None, None, :t1], float("-inf"))
-    else:
-        keys, queries = torch.arange(t1, device=device), torch.arange(t0, t1, device=device).unsqueeze(1)
-        # causal over real keys; a padding query sees itself (its output is never used; no NaN)
-        mask = (cache.valid_NS[:, None, None, :t1] & (keys <= queries)) | (keys == queries)
-    h = w.embed[ids_NS]
-    for layer, k_cache, v_cache in zip(w.layers, cache.k, cache.v):
-        x = _rms(h, layer["ln1"])
-        q = _rope(_proj(x, layer["q"]).view(N, S, w.heads, w.head_dim).transpose(1, 2), cos, sin)
-        k_cache[:, :, t0:t1] = _rope(_proj(x, layer["k"]).view(N, S, w.kv_heads, w.head_dim).transpose(1, 2), cos, sin)
-        v_cache[:, :, t0:t1] = _proj(x, layer["v"]).view(N, S, w.kv_heads, w.head_dim).transpose(1, 2)
-        if S == 1:
-            att = _decode_attention(q, k_cache[:, :, :t1], v_cache[:, :, :t1], bias, w.kv_heads)
-        else:
-            att = F.scaled_dot_product_attention(q, k_cache[:, :, :t1], v_cache[:, :, :t1], attn_mask=mask,
-                                                 enable_gqa=w.kv_heads != w.heads)
-        h = h + _proj(att.transpose(1, 2).reshape(N, S, -1), layer["o"])
-        x = _rms(h, layer["ln2"])
-        h = h + _proj(F.silu(_proj(x, layer["gate"])) * _proj(x, layer["up"]), layer["down"])
-    cache.length = t1
-    return F.linear(_rms(h[:, -1], w.norm), w.lm_head).float()
-
-
-def decode_static(w: Weights, tok_N, pos_N, slot_1, cache: Cache, rope) -> torch.Tensor:
-    """`forward` for one new token per row with every shape fixed, so that it can be captured as
-    a CUDA graph: the token's keys and values go to cache slot `slot_1` (a 1-element tensor, not
-    a Python int), and attention reads the cache's whole width, the slots not yet written being
-    masked by `cache.valid_NS`. Same arithmetic as `forward`'s decode branch (a test holds them
-    equal); the cache's `length` is the caller's to advance."""
+def decode(w: Weights, tok_N, pos_N, cache: Cache, rope, slot_1=None) -> torch.Tensor:
+    """Float32 logits [N, V] after appending one token per row (at positions `pos_N`) to the cache.
+    Without `slot_1`: written at row slot `cache.length`, which advances; attention reads the
+    slots written so far. With `slot_1` (a 1-element tensor, not a Python int), every shape is
+    fixed, so that the step can be captured as a CUDA graph: written at that slot, attention
+    reads the whole width with the slots not yet written masked; `cache.length` is the caller's
+    to advance. Both give the same numbers (a test holds them equal)."""
     N = tok_N.shape[0]
     cos, sin = rope[0][pos_N].view(N, 1, 1, -1), rope[1][pos_N].view(N, 1, 1, -1)
-    cache.valid_NS.index_fill_(1, slot_1, True)
-    bias = torch.zeros(N, 1, 1, cache.valid_NS.shape[1], device=tok_N.device).masked_fill_(
-        ~cache.valid_NS[:, None, None, :], float("-inf"))
+    if slot_1 is None:
+        slot, width = slice(cache.length, cache.length + 1), cache.length + 1
+        cache.valid_NS[:, slot] = True
+    else:
+        width = cache.valid_NS.shape[1]
+        cache.valid_NS.index_fill_(1, slot_1, True)
+    row_bias = _bias(cache.valid_NS[:, :width], (N, 1, 1, width))
     h = w.embed[tok_N].unsqueeze(1)
-    for layer, k_cache, v_cache in zip(w.layers, cache.k, cache.v):
-        x = _rms(h, layer["ln1"])
-        q = _rope(_proj(x, layer["q"]).view(N, 1, w.heads, w.head_dim).transpose(1, 2), cos, sin)
-        k_cache.index_copy_(2, slot_1, _rope(_proj(x, layer["k"]).view(N, 1, w.kv_heads, w.head_dim).transpose(1, 2),
-                                              cos, sin))
-        v_cache.index_copy_(2, slot_1, _proj(x, layer["v"]).view(N, 1, w.kv_heads, w.head_dim).transpose(1, 2))
-        att = _decode_attention(q, k_cache, v_cache, bias, w.kv_heads)
-        h = h + _proj(att.transpose(1, 2).reshape(N, 1, -1), layer["o"])
-        x = _rms(h, layer["ln2"])
-        h = h + _proj(F.silu(_proj(x, layer["gate"])) * _proj(x, layer["up"]), layer["down"])
-    return F.linear(_rms(h[:, -1], w.norm), w.lm_head).float()
-
-
+    for layer, pk, pv, k_cache, v_cache in zip(w.layers, cache.pk, cache.pv, cache.k, cache.v):
+        q, k, v = _qkv(w, layer, h, cos, sin)
+        if slot_1 is None:
+            k_cache[:, :, slot], v_cache[:, :, slot] = k, v
+        else:
+            k_cache.index_copy_(2, slot_1, k)
+            v_cache.index_copy_(2, slot_1, v)
+        att = _decode_attention(q, pk, pv, k_cache[:, :, :width], v_cache[:, :, :width], cache, row_bias)
+        h = _rest(layer, h, att)
+    if slot_1 is None:
+        cache.length = width
+    return _logits(w, h[:, -1])
 class StaticDecode:
-    """`decode_static` replayed from a CUDA graph (`generation.cuda_graphs`): one launch per
+    """`decode` with fixed shapes replayed from a CUDA graph (`generation.cuda_graphs`): one launch per
     token instead of ~45 per layer, which is what bounds decoding small models, and large ones
     at small batch, on a GPU. Captured at the first decode step of a `sample` call (the weights
     it reads may be a new LoRA-merged copy after every update) in a private memory pool, freed
     with the object. The first call runs eagerly on a side stream (warm-up, as capture requires;
     its result is the real first step), then the graph is captured and replayed. Off CUDA it
-    runs `decode_static` eagerly (what the CPU tests check against `forward`)."""
+    runs the fixed-shape `decode` eagerly (what the CPU tests check against the compacting loop)."""
 
     def __init__(self, w: Weights, cache: Cache, rope, N: int, device):
         self.w, self.cache, self.rope = w, cache, rope
@@ -144,7 +212,7 @@ class StaticDecode:
         self.tok_N.copy_(tok_N)
         self.pos_N.copy_(pos_N)
         self.slot_1.fill_(slot)
-        run = lambda: decode_static(self.w, self.tok_N, self.pos_N, self.slot_1, self.cache, self.rope)  # noqa: E731
+        run = lambda: decode(self.w, self.tok_N, self.pos_N, self.cache, self.rope, self.slot_1)  # noqa: E731
         if self.tok_N.device.type != "cuda":
             return run()
         if self.graph is None:

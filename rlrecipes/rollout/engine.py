@@ -2,9 +2,10 @@
 architecture text models, behind the same interface as `generate`.
 
 What it does differently from HF `generate`:
-- each distinct prompt is prefilled once and its KV cache copied into its G sample rows
-  (`repeat`), instead of prefilling the same prompt G times;
-- the KV cache is preallocated for prompt + max_new_tokens (no growing concatenations);
+- each distinct prompt is prefilled once and its KV cache kept once for its G sample rows
+  (`repeat`): decode attention reads it once per prompt, not once per row (`rollout/decode.py`),
+  instead of prefilling the same prompt G times and keeping G copies;
+- each row's own cache is preallocated for max_new_tokens (no growing concatenations);
 - rows that finished (EOS or a stop token) leave the active batch, so one long completion does
   not keep the other rows decoding;
 - its forward (`rollout/decode.py`) reads effective weights taken once per policy update
@@ -23,7 +24,7 @@ from __future__ import annotations
 
 import torch
 
-from .decode import Cache, StaticDecode, forward, rope_table
+from .decode import Cache, StaticDecode, decode, prefill, rope_table
 from .generate import Rollout, encode_prompts, generate, sampled_rollout
 from ..model import lora_layer_type, unwrapped
 from .weights import weights_of
@@ -116,11 +117,11 @@ def sample(model, ids_BP, mask_BP, repeat: int, max_new: int, *, stop_ids: list[
     w = weights_of(model)
     B, P = ids_BP.shape
     device, N = ids_BP.device, B * repeat
-    cache, rope = Cache(w, B, P + max_new, device), rope_table(w, P + max_new, device)
-    logits_NV = forward(w, ids_BP, (mask_BP.cumsum(-1) - 1).clamp(min=0), mask_BP.bool(), cache, rope)
+    cache, rope = Cache(), rope_table(w, P + max_new, device)
+    logits_BV = prefill(w, ids_BP, mask_BP.bool(), cache, rope)
+    cache.share(repeat, max_new)                    # the prompt's cache, computed and kept once, for its G rows
     expand = torch.arange(B, device=device).repeat_interleave(repeat)
-    cache.keep(expand)                              # the prompt's cache, computed once, for its G rows
-    logits_NV, pos_N = logits_NV[expand], mask_BP.sum(-1)[expand]
+    logits_NV, pos_N = logits_BV[expand], mask_BP.sum(-1)[expand]
     out_NT = torch.full((N, max_new), pad_id, dtype=torch.long, device=device)
     logp_NT = torch.zeros(N, max_new, device=device) if with_logp else None
     row_N = torch.arange(N, device=device)          # the output row of each cache row
@@ -159,8 +160,7 @@ def sample(model, ids_BP, mask_BP, repeat: int, max_new: int, *, stop_ids: list[
             logits_NV = graphed(tok_N, pos_N, cache.length)
             cache.length, pos_N = cache.length + 1, pos_N + 1
             continue
-        logits_NV = forward(w, tok_N.unsqueeze(1), pos_N.unsqueeze(1), torch.ones_like(tok_N, dtype=torch.bool).unsqueeze(1), cache,
-                            rope)
+        logits_NV = decode(w, tok_N, pos_N, cache, rope)
         pos_N = pos_N + 1
     return (out_NT[:, :width], logp_NT[:, :width]) if with_logp else out_NT[:, :width]
 
