@@ -19,6 +19,7 @@ from . import logprobs
 # Architectures whose output logits are the LM head's output unchanged (read in transformers 5's
 # modeling files). Others may transform them after the head (Gemma 2/3 soft-cap them, Cohere and
 # Granite scale them), which a path that never sees the logits would skip: they keep the logits.
+# tests/test_head_architectures.py checks each against the installed transformers.
 HEAD_IS_LAST = frozenset({"llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "phi", "phi3",
                           "gemma", "olmo2", "smollm3", "starcoder2", "deepseek_v3", "qwen2_vl", "qwen2_5_vl"})
 
