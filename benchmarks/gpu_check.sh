@@ -12,7 +12,9 @@
 #      the fast engine; falls back to the 3B shape if the 7B step fails or runs out of its slot
 #   3. FSDP2 on the GPU: the tiny preset under `torchrun --nproc_per_node 1` with the launcher's
 #      FSDP2 environment (one GPU: a mesh of one, the same code as several)
-#   4. the GPU-relevant tests with CUDA visible (the trainer uses cuda), with the time left
+#   4. long_prompt_decode.py: 8 prompts of 2,048 tokens x 8 samples x 128 tokens on the 0.5B
+#      shape's layers, HF generate vs the fast engine (its prompt cache kept once per prompt)
+#   5. the GPU-relevant tests with CUDA visible (the trainer uses cuda), with the time left
 # Offline GPU machines: put wheels of missing packages in .whl/ and they are installed first.
 # Usage: bash benchmarks/gpu_check.sh [OUT_DIR]
 set -uo pipefail
@@ -61,6 +63,10 @@ ACCELERATE_USE_FSDP=true FSDP_VERSION=2 timeout -k 10 "$(left 70)" $PY -m torch.
   > "$out/fsdp.log" 2>&1; fsdp_rc=$?
 fsdp_line=$(grep -E "distributed:|pass@1 .* ->" "$out/fsdp.log" | tr '\n' ' ')
 
+timeout -k 10 "$(left 60)" $PY benchmarks/long_prompt_decode.py --prompt-lens 2048 --prompts 8 --group 8 --new 128 \
+  --hidden 896 --layers 24 --heads 14 --kv-heads 2 --repeats 1 $graphs > "$out/long_prompt.log" 2>&1
+long_line=$(grep -E "^ *2048 " "$out/long_prompt.log" | tr -s ' ' | tr '\n' ';')
+
 xdist=""; $PY -c "import xdist" 2>/dev/null && xdist="-n 12 --dist load"
 timeout -k 10 "$(left 140)" $PY -m pytest -v -p no:cacheprovider $xdist tests/test_trainer.py tests/test_prefix.py \
   tests/test_checkpoint.py tests/test_credit.py tests/test_model.py tests/test_generate.py tests/test_logprobs.py \
@@ -71,15 +77,16 @@ tests_line="$(grep -c ' PASSED ' "$out/tests.log") passed, $(wc -w <<< "$tests_f
 elapsed=$(( $(date +%s) - t0 ))
 
 $PY - "$out" "$tests_rc" "$tests_line" "$bench_rc" "$q_rc" "$shape" "$elapsed" "$fsdp_rc" "$fsdp_line" "$decode_rc" \
-  "$tests_failed" <<'PY'
+  "$tests_failed" "$long_line" <<'PY'
 import json, sys
 from pathlib import Path
-out, tests_rc, tests_line, bench_rc, q_rc, shape, elapsed, fsdp_rc, fsdp_line, decode_rc, tests_failed = sys.argv[1:]
+out, tests_rc, tests_line, bench_rc, q_rc, shape, elapsed, fsdp_rc, fsdp_line, decode_rc, tests_failed, long_line = sys.argv[1:]
 decode = Path(out, "decode.json")
 summary = {"gpu": Path(out, "gpu.txt").read_text().strip(), "elapsed_s": int(elapsed),
            "decode": json.loads(decode.read_text()) if decode.exists() else {"rc": int(decode_rc)},
            "tests": {"rc": int(tests_rc), "result": tests_line, "failed": tests_failed.split()},
-           "fsdp2_one_gpu": {"rc": int(fsdp_rc), "log": fsdp_line}}
+           "fsdp2_one_gpu": {"rc": int(fsdp_rc), "log": fsdp_line},
+           "long_prompt_2048": long_line.split(";")}
 bench = Path(out, "bench.json")
 summary["bench_0p5b"] = json.loads(bench.read_text()) if bench.exists() else {"rc": int(bench_rc)}
 q = [l for l in Path(out, "qlora.log").read_text().splitlines() if l.startswith("RESULT ")]

@@ -10,7 +10,7 @@ its shapes: B·P + N·T token slots for ours against N·(P + T) for one copy per
 Not a test: numbers vary by machine.
 
     python benchmarks/long_prompt_decode.py [--prompt-lens 64,512,2048] [--prompts 4] [--group 8]
-                                            [--new 32] [--hidden 256 --layers 4]
+                                            [--new 32] [--hidden 256 --layers 4] [--cuda-graphs]
 """
 from __future__ import annotations
 
@@ -51,7 +51,7 @@ def worker(args) -> None:
             max_new_tokens=T, min_new_tokens=T, top_k=0, top_p=1.0, pad_token_id=PAD, eos_token_id=EOS)
     else:
         call = lambda: sample(model, ids, mask, G, T, stop_ids=[EOS], pad_id=PAD, min_new=T,  # noqa: E731
-                              cuda_graphs=False)
+                              cuda_graphs=args.cuda_graphs)
     times = []
     with torch.no_grad():
         for _ in range(args.repeats + 1):
@@ -70,7 +70,7 @@ def worker(args) -> None:
 def run_worker(args, impl: str, P: int) -> dict:
     cmd = [sys.executable, __file__, "--impl", impl, "--prompt-len", str(P)] + [
         x for k in ("prompts", "group", "new", "hidden", "layers", "heads", "kv_heads", "repeats")
-        for x in (f"--{k.replace('_', '-')}", str(getattr(args, k)))]
+        for x in (f"--{k.replace('_', '-')}", str(getattr(args, k)))] + (["--cuda-graphs"] if args.cuda_graphs else [])
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=Path(__file__).parents[1])
     line = next((l for l in proc.stdout.splitlines() if l.startswith("RESULT ")), None)
     if proc.returncode or line is None:
@@ -89,19 +89,22 @@ def main() -> None:
     p.add_argument("--heads", type=int, default=4)
     p.add_argument("--kv-heads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--cuda-graphs", action="store_true", help="ours: decode steps replayed from CUDA graphs (GPU)")
     p.add_argument("--impl", choices=["hf", "fast"], help=argparse.SUPPRESS)
     p.add_argument("--prompt-len", type=int, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.impl:
         return worker(args)
     B, G, T = args.prompts, args.group, args.new
-    slot_bytes = 2 * args.layers * args.kv_heads * (args.hidden // args.heads) * 4   # keys + values, fp32
+    slot_elements = 2 * args.layers * args.kv_heads * (args.hidden // args.heads)   # keys + values
     print(f"{B} prompts x {G} samples x {T} new tokens, Qwen2 shape hidden={args.hidden} layers={args.layers} "
-          f"heads={args.heads}/{args.kv_heads}, best of {args.repeats} after a warm-up")
+          f"heads={args.heads}/{args.kv_heads}, best of {args.repeats} after a warm-up"
+          f"{', ours with CUDA graphs' if args.cuda_graphs else ''}")
     print(f"{'prompt':>6} {'impl':5} {'seconds':>8} {'tokens/s':>9} {'memory MB':>10} {'KV cache MB':>12}")
     for P in [int(x) for x in args.prompt_lens.split(",")]:
         hf, ours = run_worker(args, "hf", P), run_worker(args, "fast", P)
-        kv = {"hf": B * G * (P + T) * slot_bytes / 2**20, "fast": (B * P + B * G * T) * slot_bytes / 2**20}
+        slot_mb = slot_elements * (2 if ours["device"] == "cuda" else 4) / 2**20   # bf16 on CUDA, else fp32
+        kv = {"hf": B * G * (P + T) * slot_mb, "fast": (B * P + B * G * T) * slot_mb}
         for impl, r in (("hf", hf), ("fast", ours)):
             print(f"{P:6} {impl:5} {r['seconds']:8.3f} {B * G * T / r['seconds']:9.0f} {r['memory_mb']:10.0f} "
                   f"{kv[impl]:12.1f}")
