@@ -22,7 +22,7 @@ def _plain(q, k_all, v_all, valid_all):
 
 @pytest.mark.parametrize("rows", [None, [0, 2, 6, 7, 8]], ids=["all rows", "after compaction"])
 def test_two_part_attention_equals_attention_over_the_concatenated_cache(rows):
-    """Prompts of 5 keys (one left-padded), 3 rows per prompt, 4 own tokens per row; 4 query
+    """Prompts of 5 keys (two left-padded), 3 rows per prompt, 4 own tokens per row; 4 query
     heads on 2 key/value heads. After compaction the rows left are uneven across prompts and the
     middle prompt, which none samples from any more, is dropped."""
     g = torch.Generator().manual_seed(0)
@@ -31,6 +31,7 @@ def test_two_part_attention_equals_attention_over_the_concatenated_cache(rows):
     cache.pk = [torch.randn(B, kv, P, D, generator=g)]
     cache.pv = [torch.randn(B, kv, P, D, generator=g)]
     prefix_valid = torch.ones(B, P, dtype=torch.bool)
+    prefix_valid[0, :1] = False
     prefix_valid[1, :2] = False
     cache.set_prefix_valid(prefix_valid)
     cache.share(G, S)
@@ -53,8 +54,9 @@ def test_two_part_attention_equals_attention_over_the_concatenated_cache(rows):
 
 
 def test_the_prompt_cache_is_kept_once_per_prompt():
-    """A sample call's prompt keys and values are [B, ...], not [B·G, ...]: measured by the
-    cache each decode step reads."""
+    """A sample call stores its prompt keys and values as [B, ...], not [B·G, ...], and each
+    row's own as [B·G, ...] of max_new - 1 slots (the first token comes from the prefill); seen
+    in the cache every decode step is given."""
     tok = build_tokenizer()
     model = build_model(tok, seed=0)
     ids = torch.randint(20, 90, (3, 40), generator=torch.Generator().manual_seed(0))
@@ -70,4 +72,4 @@ def test_the_prompt_cache_is_kept_once_per_prompt():
         sample(model, ids, torch.ones_like(ids), 8, 6, stop_ids=[tok.eos_token_id], pad_id=tok.pad_token_id, min_new=6)
     finally:
         engine.decode = plain
-    assert seen and all(s == (3, 24, 6) for s in seen), seen   # 3 prompts; 24 rows of 6 own slots
+    assert len(seen) == 5 and all(s == (3, 24, 5) for s in seen), seen   # 3 prompts; 24 rows of 5 own slots

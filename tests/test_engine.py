@@ -262,3 +262,27 @@ def test_cuda_graphs_decode_as_the_compacting_loop_on_a_gpu():
     ours, _ = token_logprobs(model, ids.repeat_interleave(4, 0), mask.repeat_interleave(4, 0), comp, cmask, 0.8)
     keep = cmask.bool()
     assert torch.allclose(logp[keep], ours[keep], atol=1e-4)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU (benchmarks/gpu_check.sh runs this)")
+def test_cuda_graphs_recaptured_after_compaction_on_a_gpu(monkeypatch):
+    """On a GPU, float32, thresholds lowered: graphs captured again after compactions that leave
+    prompts with uneven rows (the grouped prompt attention's scatter and gather inside the
+    graph) and drop prompts decode as the compacting loop, token for token."""
+    import rlrecipes.rollout.engine as engine
+    monkeypatch.setattr(engine, "GRAPH_COMPACT_MIN_ROWS", 2)
+    monkeypatch.setattr(engine, "GRAPH_COMPACT_MIN_STEPS", 1)
+    sizes = []
+    plain_init = engine.StaticDecode.__init__
+    monkeypatch.setattr(engine.StaticDecode, "__init__",
+                        lambda self, w, cache, rope, N, device: (sizes.append(N), plain_init(self, w, cache, rope, N, device))[1])
+    model, tok = _policy("lora")
+    model.to("cuda")
+    ids, mask = encode_prompts(tok, PROMPTS, "cuda")
+    out = sample(model, ids, mask, 1, 24, stop_ids=[tok.eos_token_id], pad_id=tok.pad_token_id, greedy=True)
+    counts = torch.bincount(out[:, 3:].flatten().cpu(), minlength=len(tok))
+    counts[tok.pad_token_id] = 0
+    kw = dict(stop_ids=counts.topk(2).indices.tolist(), pad_id=tok.pad_token_id, greedy=True)
+    graphed = sample(model, ids, mask, 3, 24, cuda_graphs=True, **kw)
+    assert len(sizes) > 1, sizes
+    assert torch.equal(graphed, sample(model, ids, mask, 3, 24, cuda_graphs=False, **kw))

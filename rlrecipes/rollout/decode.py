@@ -42,7 +42,7 @@ def _proj(x, weight_bias):
 
 def _bias(valid, shape) -> torch.Tensor:
     """0 where a key is valid, -inf elsewhere, float32, for scores of `shape`."""
-    return torch.zeros(shape, device=valid.device).masked_fill_(~valid.reshape(shape), float("-inf"))
+    return torch.zeros(shape, dtype=torch.float32, device=valid.device).masked_fill_(~valid.reshape(shape), float("-inf"))
 
 
 class Cache:
@@ -68,7 +68,9 @@ class Cache:
         self.valid_NS = torch.zeros(N, width, dtype=torch.bool, device=device)
 
     def keep(self, rows: torch.Tensor) -> None:
-        """Compaction: only `rows` (ascending) stay; prompts none of them samples from go."""
+        """Compaction: only `rows` (ascending) stay; prompts none of them samples from go. Every
+        tensor a step reads is replaced, so a CUDA graph captured before must not replay after
+        (`sample` builds a new `StaticDecode`)."""
         self.k, self.v = [k[rows] for k in self.k], [v[rows] for v in self.v]
         self.valid_NS = self.valid_NS[rows]
         used, self.group_N = torch.unique(self.group_N[rows], return_inverse=True)
@@ -157,9 +159,11 @@ def _decode_attention(q, pk, pv, k, v, cache: Cache, row_bias):
     h, P = H // pk.shape[1], pk.shape[2]
     q = q.view(N, pk.shape[1], h, D)                                  # query heads grouped by kv head
     shared = torch.matmul(cache.to_groups(q), pk.transpose(-1, -2)).float() * D ** -0.5 + cache.prefix_bias
-    own = torch.matmul(q, k.transpose(-1, -2)).float() * D ** -0.5 + row_bias
+    own = torch.matmul(q, k.transpose(-1, -2)).float() * D ** -0.5
+    own = own if row_bias is None else own + row_bias
     probs = torch.cat([cache.from_groups(shared, h), own], -1).softmax(-1).to(v.dtype)
-    att = cache.from_groups(torch.matmul(cache.to_groups(probs[..., :P]), pv), h) + torch.matmul(probs[..., P:], v)
+    shared_att = cache.from_groups(torch.matmul(cache.to_groups(probs[..., :P]), pv), h)
+    att = (shared_att.float() + torch.matmul(probs[..., P:], v).float()).to(v.dtype)   # one rounding in bf16
     return att.reshape(N, H, 1, D)
 
 
@@ -178,7 +182,8 @@ def decode(w: Weights, tok_N, pos_N, cache: Cache, rope, slot_1=None) -> torch.T
     else:
         width = cache.valid_NS.shape[1]
         cache.valid_NS.index_fill_(1, slot_1, True)
-    row_bias = _bias(cache.valid_NS[:, :width], (N, 1, 1, width))
+    # the compacting loop's rows have written every slot so far: no mask on their own tokens
+    row_bias = None if slot_1 is None else _bias(cache.valid_NS, (N, 1, 1, width))
     h = w.embed[tok_N].unsqueeze(1)
     for layer, pk, pv, k_cache, v_cache in zip(w.layers, cache.pk, cache.pv, cache.k, cache.v):
         q, k, v = _qkv(w, layer, h, cos, sin)
@@ -192,6 +197,8 @@ def decode(w: Weights, tok_N, pos_N, cache: Cache, rope, slot_1=None) -> torch.T
     if slot_1 is None:
         cache.length = width
     return _logits(w, h[:, -1])
+
+
 class StaticDecode:
     """`decode` with fixed shapes replayed from a CUDA graph (`generation.cuda_graphs`): one launch per
     token instead of ~45 per layer, which is what bounds decoding small models, and large ones
@@ -199,7 +206,9 @@ class StaticDecode:
     it reads may be a new LoRA-merged copy after every update) in a private memory pool, freed
     with the object. The first call runs eagerly on a side stream (warm-up, as capture requires;
     its result is the real first step), then the graph is captured and replayed. Off CUDA it
-    runs the fixed-shape `decode` eagerly (what the CPU tests check against the compacting loop)."""
+    runs the fixed-shape `decode` eagerly (what the CPU tests check against the compacting loop).
+    A graph reads the cache's tensors where they were at capture: after `Cache.keep` it is
+    stale, and `sample` builds a new one."""
 
     def __init__(self, w: Weights, cache: Cache, rope, N: int, device):
         self.w, self.cache, self.rope = w, cache, rope

@@ -119,7 +119,8 @@ def sample(model, ids_BP, mask_BP, repeat: int, max_new: int, *, stop_ids: list[
     device, N = ids_BP.device, B * repeat
     cache, rope = Cache(), rope_table(w, P + max_new, device)
     logits_BV = prefill(w, ids_BP, mask_BP.bool(), cache, rope)
-    cache.share(repeat, max_new)                    # the prompt's cache, computed and kept once, for its G rows
+    # the prompt's cache, computed and kept once for its G rows; each row's own: the tokens decoded after the first
+    cache.share(repeat, max(max_new - 1, 0))
     expand = torch.arange(B, device=device).repeat_interleave(repeat)
     logits_NV, pos_N = logits_BV[expand], mask_BP.sum(-1)[expand]
     out_NT = torch.full((N, max_new), pad_id, dtype=torch.long, device=device)
