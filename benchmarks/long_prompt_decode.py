@@ -6,7 +6,7 @@ tokens per row (min_new_tokens = max) from the full distribution (no top-k, no t
 
 Prints seconds per call (best of `--repeats` after a warm-up), completion tokens/s, peak
 memory (RSS on CPU, allocated on CUDA) and the ratios ours / HF, plus the KV cache's size from
-its shapes: B·P + N·T token slots for ours against N·(P + T) for one copy per row.
+its shapes: B·P + N·(T - 1) token slots for ours against N·(P + T - 1) for one copy per row.
 Not a test: numbers vary by machine.
 
     python benchmarks/long_prompt_decode.py [--prompt-lens 64,512,2048] [--prompts 4] [--group 8]
@@ -107,7 +107,7 @@ def main() -> None:
     for P in [int(x) for x in args.prompt_lens.split(",")]:
         hf, ours = run_worker(args, "hf", P), run_worker(args, "fast", P)
         slot_mb = slot_elements * (2 if ours["device"] == "cuda" else 4) / 2**20   # bf16 on CUDA, else fp32
-        kv = {"hf": B * G * (P + T) * slot_mb, "fast": (B * P + B * G * T) * slot_mb}
+        kv = {"hf": B * G * (P + T - 1) * slot_mb, "fast": (B * P + B * G * (T - 1)) * slot_mb}  # the last token is never cached
         for impl, r in (("hf", hf), ("fast", ours)):
             print(f"{P:6} {impl:5} {r['seconds']:8.3f} {B * G * T / r['seconds']:9.0f} {r['memory_mb']:10.0f} "
                   f"{kv[impl]:12.1f}")
