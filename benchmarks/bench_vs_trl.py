@@ -22,11 +22,12 @@ import argparse
 import json
 import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from subprocess_result import run_result   # benchmarks/ is on the path of a script run from it
 
 B, G = 16, 8
 PHASES = ("generate", "score", "reference", "update", "other")   # our metrics' time/<phase>
@@ -163,11 +164,7 @@ def run_worker(args, impl: str, mode: str) -> dict:
     for flag in ("heads", "kv_heads", "intermediate", "vocab"):
         if getattr(args, flag) is not None:
             cmd += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=Path(__file__).parents[1])
-    line = next((l for l in proc.stdout.splitlines() if l.startswith("RESULT ")), None)
-    if proc.returncode or line is None:
-        sys.exit(f"{impl} ({mode}) failed:\n{proc.stderr[-3000:]}")
-    return json.loads(line[7:])
+    return run_result(cmd, f"{impl} ({mode})")
 
 
 def main() -> None:

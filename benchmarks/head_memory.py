@@ -18,10 +18,11 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
+
+from subprocess_result import run_result   # benchmarks/ is on the path of a script run from it
 
 
 def _kb(field: str) -> int:
@@ -117,11 +118,7 @@ def main() -> None:
                                                    ("device", args.device)))]
                 if sharing:
                     cmd.append("--prefix-sharing")
-                proc = subprocess.run(cmd, capture_output=True, text=True, cwd=Path(__file__).parents[1])
-                line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
-                if proc.returncode or line is None:
-                    sys.exit(f"{path} ({adapter}) failed:\n{proc.stderr[-3000:]}")
-                row[path] = json.loads(line[7:])
+                row[path] = run_result(cmd, f"{path} ({adapter})")
             label = f"{'full' if adapter == 'none' else 'lora'}, prefix sharing {'on' if sharing else 'off'}"
             results[label] = row
             a, b = row["logits"], row["head"]

@@ -17,10 +17,10 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import subprocess
 import sys
 import time
-from pathlib import Path
+
+from subprocess_result import run_result   # benchmarks/ is on the path of a script run from it
 
 EOS, PAD = 1, 0
 
@@ -74,11 +74,7 @@ def run_worker(args, impl: str, P: int) -> dict:
     cmd = [sys.executable, __file__, "--impl", impl, "--prompt-len", str(P)] + [
         x for k in ("prompts", "group", "new", "hidden", "layers", "heads", "kv_heads", "repeats")
         for x in (f"--{k.replace('_', '-')}", str(getattr(args, k)))] + (["--cuda-graphs"] if args.cuda_graphs else [])
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=Path(__file__).parents[1])
-    line = next((l for l in proc.stdout.splitlines() if l.startswith("RESULT ")), None)
-    if proc.returncode or line is None:
-        sys.exit(f"{impl} at P={P} failed:\n{proc.stderr[-3000:]}")
-    return json.loads(line[7:])
+    return run_result(cmd, f"{impl} at P={P}")
 
 
 def main() -> None:

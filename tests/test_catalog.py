@@ -88,7 +88,9 @@ def test_readme_table_matches_list(rows):
     """The README's seed-paper table: one row per paper, `| # | paper | arXiv | status | ... |`."""
     text = Path("README.md").read_text()
     section = text[text.index("| # | seed paper |"):]
-    table = [line.split(" | ") for line in section.splitlines()[2:] if line.startswith("| ")]
+    lines = section.splitlines()
+    end = next((i for i, line in enumerate(lines) if not line.startswith("|")), len(lines))   # the table only
+    table = [line.split(" | ") for line in lines[2:end]]
     listed = {int(c[0].strip("| ")): (c[2], c[3]) for c in table if c[0].strip("| ").isdigit()}
     expect = {n: (m[0]["arxiv"] or "—", m[0]["paper_status"]) for n, m in by_seed(rows).items()}
     assert listed == expect

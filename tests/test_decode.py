@@ -47,7 +47,7 @@ def test_two_part_attention_equals_attention_over_the_concatenated_cache(rows):
     N = len(group_N)
     q = torch.randn(N, H, 1, D, generator=g)
     ours = _decode_attention(q, cache.pk[0], cache.pv[0], cache.k[0], cache.v[0], cache,
-                             _bias(cache.valid_NS, (N, 1, 1, S)))
+                             _bias(cache.valid_NS, (N, 1, 1, 1, S)))
     want = _plain(q, torch.cat([pk[group_N], k_rows], 2), torch.cat([pv[group_N], v_rows], 2),
                   torch.cat([prefix_valid[group_N], valid_rows], 1))
     torch.testing.assert_close(ours, want)
@@ -73,3 +73,33 @@ def test_the_prompt_cache_is_kept_once_per_prompt():
     finally:
         engine.decode = plain
     assert len(seen) == 5 and all(s == (3, 24, 5) for s in seen), seen   # 3 prompts; 24 rows of 5 own slots
+
+
+@pytest.mark.parametrize("static", [False, True], ids=["compacting", "static-shapes"])
+def test_rows_own_suffixes_after_a_shared_prompt_decode_as_hf_on_the_whole_context(static):
+    """`sample` with uneven rows per prompt (3, 1, 2) and each row's own left-padded suffix
+    (one of them empty) after its prompt (a tool rollout's later turn): greedy tokens equal HF
+    `generate` on each row's whole context, [prompt ‖ suffix], left-padded."""
+    from rlrecipes.rollout.generate import encode_prompts
+    tok = build_tokenizer()
+    model = build_model(tok, seed=3)
+    with torch.no_grad():                                   # confident, varied greedy outputs
+        for p in model.parameters():
+            if p.dim() == 2:
+                p.mul_(6.0)
+    prompts = ["12+34=", "What is 100+250? Answer:", "7+8=?"]
+    counts = [3, 1, 2]
+    suffixes = ["<search>46", " 350", "", " x", "<information>15</information>", "="]
+    rows = [i for i, c in enumerate(counts) for _ in range(c)]
+    ids, mask = encode_prompts(tok, prompts, "cpu")
+    enc = [tok(s, add_special_tokens=False)["input_ids"] for s in suffixes]
+    width = max(map(len, enc))
+    suffix_ids = torch.tensor([[tok.pad_token_id] * (width - len(e)) + e for e in enc])
+    suffix_mask = torch.tensor([[0] * (width - len(e)) + [1] * len(e) for e in enc])
+    ours = sample(model, ids, mask, torch.tensor(counts), 12, stop_ids=[tok.eos_token_id], pad_id=tok.pad_token_id,
+                  greedy=True, suffix=(suffix_ids, suffix_mask), static_shapes=static)
+    whole, whole_mask = encode_prompts(tok, [prompts[r] + s for r, s in zip(rows, suffixes)], "cpu")
+    hf = model.generate(input_ids=whole, attention_mask=whole_mask, do_sample=False, max_new_tokens=12,
+                        pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)[:, whole.shape[1]:]
+    assert len(set(map(tuple, hf.tolist()))) > 3          # the rows differ: the test means something
+    assert torch.equal(ours, hf[:, :ours.shape[1]]) and (hf[:, ours.shape[1]:] == tok.pad_token_id).all()

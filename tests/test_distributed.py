@@ -111,6 +111,8 @@ def _normaliser_rank(rank: int, port: int, data: list, out: str) -> None:
     num, den = token_mean(model(x_NTD).squeeze(-1) ** 2, mask_NT, max_len=x_NTD.shape[1])
     acc.backward(num / global_normaliser(acc, den))
     torch.save(acc.unwrap_model(model).weight.grad, Path(out) / f"grad-{rank}.pt")
+    acc.wait_for_everyone()   # then leave the group: a rank that exits with gloo's threads running aborts
+    torch.distributed.destroy_process_group()
 
 
 def test_token_mean_over_ranks_equals_one_process(tmp_path):

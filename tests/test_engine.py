@@ -50,6 +50,19 @@ def _stop_token(model, tok, ids, mask) -> int:
     return int(counts.argmax())
 
 
+def _graph_sizes(monkeypatch) -> list[int]:
+    """Compaction thresholds of the fixed-shape path lowered so that the tiny tests reach them;
+    the returned list receives the row count of every `StaticDecode` built."""
+    import rlrecipes.rollout.engine as engine
+    monkeypatch.setattr(engine, "GRAPH_COMPACT_MIN_ROWS", 2)
+    monkeypatch.setattr(engine, "GRAPH_COMPACT_MIN_STEPS", 1)
+    sizes = []
+    plain_init = engine.StaticDecode.__init__
+    monkeypatch.setattr(engine.StaticDecode, "__init__",
+                        lambda self, w, cache, rope, N, device: (sizes.append(N), plain_init(self, w, cache, rope, N, device))[1])
+    return sizes
+
+
 @pytest.mark.parametrize("static", [False, True], ids=["compacting", "static-shapes"])
 @pytest.mark.parametrize("adapter", ["none", "lora", "qlora"])
 def test_greedy_equals_hf_generate_token_for_token(adapter, static):
@@ -75,13 +88,7 @@ def test_fixed_shapes_compact_and_recapture_when_half_the_rows_finished(monkeypa
     and builds a new `StaticDecode` at the smaller size (thresholds lowered so that the tiny
     test reaches them); greedy output stays HF `generate`'s token for token, and the sampled
     log-probs stay those the loss recomputes."""
-    import rlrecipes.rollout.engine as engine
-    monkeypatch.setattr(engine, "GRAPH_COMPACT_MIN_ROWS", 2)
-    monkeypatch.setattr(engine, "GRAPH_COMPACT_MIN_STEPS", 1)
-    sizes = []
-    plain_init = engine.StaticDecode.__init__
-    monkeypatch.setattr(engine.StaticDecode, "__init__",
-                        lambda self, w, cache, rope, N, device: (sizes.append(N), plain_init(self, w, cache, rope, N, device))[1])
+    sizes = _graph_sizes(monkeypatch)
     model, tok = _policy("lora")
     ids, mask = encode_prompts(tok, PROMPTS, "cpu")
     out = sample(model, ids, mask, 1, 24, stop_ids=[tok.eos_token_id], pad_id=tok.pad_token_id, greedy=True)
@@ -269,13 +276,7 @@ def test_cuda_graphs_recaptured_after_compaction_on_a_gpu(monkeypatch):
     """On a GPU, float32, thresholds lowered: graphs captured again after compactions that leave
     prompts with uneven rows (the grouped prompt attention's scatter and gather inside the
     graph) and drop prompts decode as the compacting loop, token for token."""
-    import rlrecipes.rollout.engine as engine
-    monkeypatch.setattr(engine, "GRAPH_COMPACT_MIN_ROWS", 2)
-    monkeypatch.setattr(engine, "GRAPH_COMPACT_MIN_STEPS", 1)
-    sizes = []
-    plain_init = engine.StaticDecode.__init__
-    monkeypatch.setattr(engine.StaticDecode, "__init__",
-                        lambda self, w, cache, rope, N, device: (sizes.append(N), plain_init(self, w, cache, rope, N, device))[1])
+    sizes = _graph_sizes(monkeypatch)
     model, tok = _policy("lora")
     model.to("cuda")
     ids, mask = encode_prompts(tok, PROMPTS, "cuda")
@@ -286,3 +287,40 @@ def test_cuda_graphs_recaptured_after_compaction_on_a_gpu(monkeypatch):
     graphed = sample(model, ids, mask, 3, 24, cuda_graphs=True, **kw)
     assert len(sizes) > 1, sizes
     assert torch.equal(graphed, sample(model, ids, mask, 3, 24, cuda_graphs=False, **kw))
+
+
+def test_sampled_tool_rollouts_share_each_prompt_and_sample_as_on_whole_contexts(monkeypatch):
+    """Sampled tool rollouts, 3 rows per prompt that diverge: the fast engine, which prefills each
+    prompt once per turn with every row's turns so far as its own suffix, draws the same tokens
+    under the same seed as the fast engine on each row's whole context (the way it ran before)."""
+    import rlrecipes.rollout.multiturn as multiturn
+    model, tok = _policy("lora")
+    out = sample(model, *encode_prompts(tok, PROMPTS, "cpu"), 1, 24, stop_ids=[tok.eos_token_id],
+                 pad_id=tok.pad_token_id, greedy=True)
+    counts = torch.bincount(out.flatten(), minlength=len(tok))
+    close = next(tok.decode([t]) for t in counts.argsort(descending=True).tolist()
+                 if tok.decode([t]).strip() and t not in tok.all_special_ids)
+    spec = ToolUse(tool={"fn": "_echo_len"}, max_turns=2, call=("<search>", close))
+    gen = Generation(max_new_tokens=40, temperature=1.2)
+    shared = []
+
+    def spy(model, ids, mask, repeat, max_new, suffix=None, **kw):
+        shared.append((len(ids), int(torch.as_tensor(repeat).sum()), suffix is not None))
+        return sample(model, ids, mask, repeat, max_new, suffix=suffix, **kw)
+
+    def whole_context(model, ids, mask, repeat, max_new, suffix=None, **kw):
+        rows = torch.arange(len(ids)).repeat_interleave(torch.as_tensor(repeat))
+        seqs = [ids[r][mask[r].bool()].tolist() + ([] if suffix is None else suffix[0][n][suffix[1][n].bool()].tolist())
+                for n, r in enumerate(rows.tolist())]
+        return sample(model, *multiturn._left_pad(seqs, tok.pad_token_id, "cpu"), 1, max_new, **kw)
+
+    results = []
+    for fn in (spy, whole_context):
+        monkeypatch.setattr(multiturn, "sample", fn)
+        torch.manual_seed(7)
+        results.append(ToolRollouts(spec, engine="fast")(model, tok, PROMPTS, gen, "cpu", repeat=3))
+    ours, plain = results
+    assert ours.stats["calls"].sum() > 0 and len(set(map(tuple, ours.completion_ids_NT.tolist()))) > len(PROMPTS)
+    assert any(n_prompts < n_rows and has_suffix for n_prompts, n_rows, has_suffix in shared), shared
+    for field in ("completion_ids_NT", "completion_mask_NT", "loss_mask_NT", "truncated_N"):
+        assert torch.equal(getattr(ours, field), getattr(plain, field)), field

@@ -1,14 +1,15 @@
 """The fast engine's forward (`rlrecipes/rollout/engine.py` samples with it): a Qwen2/Llama
 decoder written out over the weights `rollout/weights.py` takes, a KV cache that holds each
-prompt once for its G sample rows (`Cache`), the prompts' prefill (`prefill`), and a decode step
-(`decode`) whose fixed-shape form `StaticDecode` replays from a CUDA graph.
+prompt once for its G sample rows (`Cache`), the prompts' prefill (`prefill`), and the rows' step
+(`decode`: one new token each, or a row's own tokens after its prompt such as a tool rollout's
+earlier turns), whose fixed-shape form `StaticDecode` replays from a CUDA graph.
 
 Shared-prefix decoding (as Hydragen, Juravsky et al., arXiv 2402.05099, §3, computes it): the
 prompt's keys and values are never copied into its G rows. A decode step's attention takes the
 prompt part as one matmul per prompt for the queries of all its rows ([G·h, D] x [D, P]), the
 rows' own tokens as one small matmul per row, and a single softmax over both. Equal to attention
-over the concatenated cache; the prompt's cache costs B instead of B·G rows, and each decode
-step reads it once per prompt instead of once per row.
+over the concatenated cache (up to float rounding); the prompt's cache costs B instead of B·G
+rows, and each decode step reads it once per prompt instead of once per row.
 """
 from __future__ import annotations
 
@@ -55,14 +56,20 @@ class Cache:
     def __init__(self):
         self.pk, self.pv, self.k, self.v = [], [], [], []
         self.length, self.G, self.uniform = 0, 1, True
+        self.gaps = False   # some written row slot is padding (a left-padded suffix), so masks are needed
 
-    def share(self, repeat: int, width: int) -> None:
-        """After the prefill: `repeat` rows per prompt, each with room for `width` own tokens."""
+    def share(self, rows_B, width: int) -> None:
+        """After the prefill: `rows_B` rows per prompt (an int, or a count per prompt, each >= 1),
+        each with room for `width` own tokens."""
         B, kv, _, D = self.pk[0].shape
-        N, device = B * repeat, self.pk[0].device
-        self.G, self.uniform = repeat, True
-        self.group_N = torch.arange(B, device=device).repeat_interleave(repeat)
-        self.slot_N = torch.arange(N, device=device) % repeat
+        device = self.pk[0].device
+        counts = torch.as_tensor(rows_B, device=device).expand(B)
+        self.group_N = torch.arange(B, device=device).repeat_interleave(counts)
+        N = len(self.group_N)
+        first_B = counts.cumsum(0) - counts
+        self.slot_N = torch.arange(N, device=device) - first_B[self.group_N]
+        self.G = int(counts.max())
+        self.uniform = N == B * self.G
         self.k = [torch.zeros(N, kv, width, D, dtype=k.dtype, device=device) for k in self.pk]
         self.v = [torch.zeros_like(k) for k in self.k]
         self.valid_NS = torch.zeros(N, width, dtype=torch.bool, device=device)
@@ -150,45 +157,53 @@ def prefill(w: Weights, ids_BP, valid_BP, cache: Cache, rope) -> torch.Tensor:
 
 
 def _decode_attention(q, pk, pv, k, v, cache: Cache, row_bias):
-    """One query per row [N, H, 1, D] against its prompt's keys and values (`pk`, `pv`:
-    [B', H_kv, P, D], one matmul per prompt for all its rows' queries) and its own ([N, H_kv, S,
-    D]), with one softmax over both; scores and softmax in float32 (as transformers' eager
-    attention). Written out: on CPU about 5x faster than `scaled_dot_product_attention` for a
-    single query."""
-    N, H, _, D = q.shape
-    h, P = H // pk.shape[1], pk.shape[2]
-    q = q.view(N, pk.shape[1], h, D)                                  # query heads grouped by kv head
+    """S queries per row [N, H, S, D] against their prompt's keys and values (`pk`, `pv`:
+    [B', H_kv, P, D], one matmul per prompt for all its rows' queries) and the row's own ([N,
+    H_kv, W, D]; `row_bias` [N, 1, 1, S, W] or None: all visible), with one softmax over both;
+    scores and softmax in float32 (as transformers' eager attention). Written out: on CPU about
+    5x faster than `scaled_dot_product_attention` for a single query."""
+    N, H, S, D = q.shape
+    kv, P, W = pk.shape[1], pk.shape[2], k.shape[2]
+    hS = H // kv * S
+    q = q.reshape(N, kv, hS, D)                             # query heads grouped by kv head, then positions
     shared = torch.matmul(cache.to_groups(q), pk.transpose(-1, -2)).float() * D ** -0.5 + cache.prefix_bias
     own = torch.matmul(q, k.transpose(-1, -2)).float() * D ** -0.5
-    own = own if row_bias is None else own + row_bias
-    probs = torch.cat([cache.from_groups(shared, h), own], -1).softmax(-1).to(v.dtype)
-    shared_att = cache.from_groups(torch.matmul(cache.to_groups(probs[..., :P]), pv), h)
+    if row_bias is not None:
+        own = (own.view(N, kv, H // kv, S, W) + row_bias).view(N, kv, hS, W)
+    probs = torch.cat([cache.from_groups(shared, hS), own], -1).softmax(-1).to(v.dtype)
+    shared_att = cache.from_groups(torch.matmul(cache.to_groups(probs[..., :P]), pv), hS)
     att = (shared_att.float() + torch.matmul(probs[..., P:], v).float()).to(v.dtype)   # one rounding in bf16
-    return att.reshape(N, H, 1, D)
+    return att.reshape(N, H, S, D)
 
 
-def decode(w: Weights, tok_N, pos_N, cache: Cache, rope, slot_1=None) -> torch.Tensor:
-    """Float32 logits [N, V] after appending one token per row (at positions `pos_N`) to the cache.
-    Without `slot_1`: written at row slot `cache.length`, which advances; attention reads the
-    slots written so far. With `slot_1` (a 1-element tensor, not a Python int), every shape is
-    fixed, so that the step can be captured as a CUDA graph: written at that slot, attention
-    reads the whole width with the slots not yet written masked; `cache.length` is the caller's
-    to advance. Both give the same numbers (a test holds them equal)."""
-    N = tok_N.shape[0]
-    cos, sin = rope[0][pos_N].view(N, 1, 1, -1), rope[1][pos_N].view(N, 1, 1, -1)
+def decode(w: Weights, tok_NS, pos_NS, cache: Cache, rope, slot_1=None, valid_NS=None) -> torch.Tensor:
+    """Float32 logits [N, V] of each row's last position after appending `tok_NS` [N, S] (at
+    positions `pos_NS`; `valid_NS`: False on left padding, None: all real) to the rows' cache.
+    Without `slot_1`: written at row slots from `cache.length`, which advances; attention reads
+    the slots written so far, causally. With `slot_1` (S = 1; a 1-element tensor, not a Python
+    int), every shape is fixed, so that the step can be captured as a CUDA graph: written at that
+    slot, attention reads the whole width with the slots not yet written masked; `cache.length`
+    is the caller's to advance. Both give the same numbers (a test holds them equal)."""
+    N, S = tok_NS.shape
+    cos, sin = rope[0][pos_NS].unsqueeze(1), rope[1][pos_NS].unsqueeze(1)
     if slot_1 is None:
-        slot, width = slice(cache.length, cache.length + 1), cache.length + 1
-        cache.valid_NS[:, slot] = True
+        t0, width = cache.length, cache.length + S
+        cache.valid_NS[:, t0:width] = True if valid_NS is None else valid_NS
+        cache.gaps = cache.gaps or (valid_NS is not None and not bool(valid_NS.all()))
+        row_bias = None   # one token after rows that wrote every slot so far: nothing to mask
+        if S > 1 or cache.gaps:
+            slots = torch.arange(width, device=tok_NS.device)
+            seen = cache.valid_NS[:, None, :width] & (slots <= t0 + torch.arange(S, device=tok_NS.device)[:, None])
+            row_bias = _bias(seen, (N, 1, 1, S, width))
     else:
         width = cache.valid_NS.shape[1]
         cache.valid_NS.index_fill_(1, slot_1, True)
-    # the compacting loop's rows have written every slot so far: no mask on their own tokens
-    row_bias = None if slot_1 is None else _bias(cache.valid_NS, (N, 1, 1, width))
-    h = w.embed[tok_N].unsqueeze(1)
+        row_bias = _bias(cache.valid_NS, (N, 1, 1, 1, width))
+    h = w.embed[tok_NS]
     for layer, pk, pv, k_cache, v_cache in zip(w.layers, cache.pk, cache.pv, cache.k, cache.v):
         q, k, v = _qkv(w, layer, h, cos, sin)
         if slot_1 is None:
-            k_cache[:, :, slot], v_cache[:, :, slot] = k, v
+            k_cache[:, :, t0:width], v_cache[:, :, t0:width] = k, v
         else:
             k_cache.index_copy_(2, slot_1, k)
             v_cache.index_copy_(2, slot_1, v)
@@ -221,7 +236,8 @@ class StaticDecode:
         self.tok_N.copy_(tok_N)
         self.pos_N.copy_(pos_N)
         self.slot_1.fill_(slot)
-        run = lambda: decode(self.w, self.tok_N, self.pos_N, self.cache, self.rope, self.slot_1)  # noqa: E731
+        run = lambda: decode(self.w, self.tok_N[:, None], self.pos_N[:, None], self.cache, self.rope,  # noqa: E731
+                             self.slot_1)
         if self.tok_N.device.type != "cuda":
             return run()
         if self.graph is None:

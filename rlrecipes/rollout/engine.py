@@ -4,7 +4,8 @@ architecture text models, behind the same interface as `generate`.
 What it does differently from HF `generate`:
 - each distinct prompt is prefilled once and its KV cache kept once for its G sample rows
   (`repeat`): decode attention reads it once per prompt, not once per row (`rollout/decode.py`),
-  instead of prefilling the same prompt G times and keeping G copies;
+  instead of prefilling the same prompt G times and keeping G copies; tool rollouts
+  (`rollout/multiturn.py`) pass each row's turns so far as its own `suffix` after the prompt;
 - each row's own cache is preallocated for max_new_tokens (no growing concatenations);
 - rows that finished (EOS or a stop token) leave the active batch, so one long completion does
   not keep the other rows decoding;
@@ -99,12 +100,35 @@ GRAPH_COMPACT_MIN_ROWS = 32
 GRAPH_COMPACT_MIN_STEPS = 64
 
 
+def _start(w, ids_BP, mask_BP, repeat, max_new: int, suffix):
+    """The cache after the prompts (each prefilled and kept once for its rows) and the rows' own
+    `suffix` tokens; the logits [N, V] the first new token is drawn from, and its positions [N]."""
+    B, P = ids_BP.shape
+    S = 0 if suffix is None else suffix[0].shape[1]
+    device = ids_BP.device
+    cache, rope = Cache(), rope_table(w, P + S + max_new, device)
+    logits_BV = prefill(w, ids_BP, mask_BP.bool(), cache, rope)
+    cache.share(repeat, S + max(max_new - 1, 0))     # each row's own: its suffix, then the tokens after the first
+    expand = cache.group_N
+    logits_NV, pos_N = logits_BV[expand], mask_BP.sum(-1)[expand]
+    if S:
+        ids_NS, valid_NS = suffix[0], suffix[1].bool()
+        pos_NS = pos_N[:, None] + (valid_NS.long().cumsum(-1) - 1).clamp(min=0)
+        after_NV = decode(w, ids_NS, pos_NS, cache, rope, valid_NS=valid_NS)
+        logits_NV = torch.where(valid_NS[:, -1:], after_NV, logits_NV)   # a row without a suffix: its prompt's
+        pos_N = pos_N + valid_NS.sum(-1)
+    return cache, rope, logits_NV, pos_N
+
+
 @torch.no_grad()
-def sample(model, ids_BP, mask_BP, repeat: int, max_new: int, *, stop_ids: list[int], pad_id: int,
+def sample(model, ids_BP, mask_BP, repeat, max_new: int, *, stop_ids: list[int], pad_id: int,
            stop_text=None, with_logp: bool = False, cuda_graphs: bool = False, static_shapes: bool | None = None,
-           **how):
-    """Completion ids [B*repeat, T] (T <= max_new; pad after a row's stop token), `repeat`
-    consecutive samples per prompt. `how`: min_new, temperature, top_k, top_p, greedy (see
+           suffix=None, **how):
+    """Completion ids [N, T] (T <= max_new; pad after a row's stop token), `repeat` consecutive
+    samples per prompt (an int, or a count per prompt: N their sum). `suffix`: (ids, mask)
+    [N, S], left-padded: each row's own tokens after its prompt (a tool rollout's turns so far),
+    prefilled per row, attending to the prompt's cache, which is kept once per prompt all the
+    same. `how`: min_new, temperature, top_k, top_p, greedy (see
     `choose`). `stop_text(token_ids) -> bool` ends a row on a multi-token stop string.
     `with_logp`: also the engine's log-prob of each sampled token under logits / temperature
     (what the loss recomputes), as ([N, T] ids, [N, T] log-probs). `cuda_graphs`, on a CUDA
@@ -115,14 +139,8 @@ def sample(model, ids_BP, mask_BP, repeat: int, max_new: int, *, stop_ids: list[
     the fixed shapes only cost).
     `static_shapes` forces the fixed-shape path either way (tests run it on CPU)."""
     w = weights_of(model)
-    B, P = ids_BP.shape
-    device, N = ids_BP.device, B * repeat
-    cache, rope = Cache(), rope_table(w, P + max_new, device)
-    logits_BV = prefill(w, ids_BP, mask_BP.bool(), cache, rope)
-    # the prompt's cache, computed and kept once for its G rows; each row's own: the tokens decoded after the first
-    cache.share(repeat, max(max_new - 1, 0))
-    expand = torch.arange(B, device=device).repeat_interleave(repeat)
-    logits_NV, pos_N = logits_BV[expand], mask_BP.sum(-1)[expand]
+    cache, rope, logits_NV, pos_N = _start(w, ids_BP, mask_BP, repeat, max_new, suffix)
+    device, N = ids_BP.device, len(logits_NV)
     out_NT = torch.full((N, max_new), pad_id, dtype=torch.long, device=device)
     logp_NT = torch.zeros(N, max_new, device=device) if with_logp else None
     row_N = torch.arange(N, device=device)          # the output row of each cache row
@@ -161,7 +179,7 @@ def sample(model, ids_BP, mask_BP, repeat: int, max_new: int, *, stop_ids: list[
             logits_NV = graphed(tok_N, pos_N, cache.length)
             cache.length, pos_N = cache.length + 1, pos_N + 1
             continue
-        logits_NV = decode(w, tok_N, pos_N, cache, rope)
+        logits_NV = decode(w, tok_N[:, None], pos_N[:, None], cache, rope)
         pos_N = pos_N + 1
     return (out_NT[:, :width], logp_NT[:, :width]) if with_logp else out_NT[:, :width]
 

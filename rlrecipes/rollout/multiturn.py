@@ -3,7 +3,8 @@
 Every sequence of the batch generates until it closes a tool call (`</search>` by default) or
 ends (EOS, token budget). The query between the call tags goes to the tool, its answer is
 appended as `<information>...</information>`, and generation continues from the whole context,
-all sequences still active in one batched `generate` per turn. At most `max_turns` results are
+all sequences still active in one batched call per turn (the fast engine prefills each prompt
+once per turn for all its rows and keeps its cache once; each row's turns so far follow it). At most `max_turns` results are
 given; a further call ends the sequence. Observation tokens are part of the context (attention)
 but not of the loss or the KL: `Rollout.loss_mask_NT` is 1 only on tokens the policy sampled.
 Per-sequence stats: `calls`, `turns` (generate rounds) and `obs_tokens`.
@@ -56,13 +57,21 @@ class ToolRollouts:
             answer = f"error: {type(exc).__name__}: {exc}"
         return f"{self.result[0]}{answer}{self.result[1]}"
 
-    def _generate(self, model, tokenizer, ids, mask, budget: int, gen, close: list[int], is_call) -> torch.Tensor:
-        """One turn's new tokens for every active row: until EOS or the closing call tag."""
+    def _generate(self, model, tokenizer, rows: list[int], context, resp, repeat: int, budget: int, gen,
+                  close: list[int], is_call, device) -> torch.Tensor:
+        """One turn's new tokens for the active `rows` (ascending; row i samples from prompt
+        i // repeat): until EOS or the closing call tag. The fast engine prefills each prompt
+        once for its active rows and keeps its cache once; their turns so far are each row's own
+        suffix. `generate` takes each row's whole context."""
         eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
         if self.engine == "fast" and fast_supported(model) is None:
             stop = {"stop_ids": [eos, close[0]]} if len(close) == 1 else {"stop_ids": [eos], "stop_text": is_call}
-            return sample(model, ids, mask, 1, budget, pad_id=pad, temperature=gen.temperature,
-                          top_k=gen.top_k, top_p=gen.top_p, cuda_graphs=gen.cuda_graphs, **stop)
+            prompt_of, counts = torch.unique_consecutive(torch.tensor(rows) // repeat, return_counts=True)
+            ids, mask = _left_pad([context[int(g) * repeat] for g in prompt_of], pad, device)
+            suffix = _left_pad([resp[i] for i in rows], pad, device) if any(resp[i] for i in rows) else None
+            return sample(model, ids, mask, counts.to(device), budget, pad_id=pad, temperature=gen.temperature,
+                          top_k=gen.top_k, top_p=gen.top_p, cuda_graphs=gen.cuda_graphs, suffix=suffix, **stop)
+        ids, mask = _left_pad([context[i] + resp[i] for i in rows], pad, device)
         stop = {"eos_token_id": [eos, close[0]]} if len(close) == 1 else \
             {"eos_token_id": eos, "stop_strings": [self.call[1]], "tokenizer": tokenizer}
         out = model.generate(input_ids=ids, attention_mask=mask, do_sample=True, temperature=gen.temperature,
@@ -83,8 +92,8 @@ class ToolRollouts:
         model.eval()
         while active:
             budget = max(gen.max_new_tokens - len(resp[i]) for i in active)
-            ids, mask = _left_pad([context[i] + resp[i] for i in active], pad, device)
-            new = self._generate(model, tokenizer, ids, mask, budget, gen, close, is_call).tolist()
+            new = self._generate(model, tokenizer, active, context, resp, repeat, budget, gen, close, is_call,
+                                 device).tolist()
             still = []
             for row, i in enumerate(active):
                 toks, ended[i] = _turn(new[row], eos, pad, is_call)
