@@ -47,7 +47,7 @@ def test_two_part_attention_equals_attention_over_the_concatenated_cache(rows):
     N = len(group_N)
     q = torch.randn(N, H, 1, D, generator=g)
     ours = _decode_attention(q, cache.pk[0], cache.pv[0], cache.k[0], cache.v[0], cache,
-                             _bias(cache.valid_NS, (N, 1, 1, 1, S)))
+                             _bias(cache.valid_NS, (N, 1, 1, S)))
     want = _plain(q, torch.cat([pk[group_N], k_rows], 2), torch.cat([pv[group_N], v_rows], 2),
                   torch.cat([prefix_valid[group_N], valid_rows], 1))
     torch.testing.assert_close(ours, want)

@@ -157,23 +157,33 @@ def prefill(w: Weights, ids_BP, valid_BP, cache: Cache, rope) -> torch.Tensor:
 
 
 def _decode_attention(q, pk, pv, k, v, cache: Cache, row_bias):
-    """S queries per row [N, H, S, D] against their prompt's keys and values (`pk`, `pv`:
-    [B', H_kv, P, D], one matmul per prompt for all its rows' queries) and the row's own ([N,
-    H_kv, W, D]; `row_bias` [N, 1, 1, S, W] or None: all visible), with one softmax over both;
-    scores and softmax in float32 (as transformers' eager attention). Written out: on CPU about
-    5x faster than `scaled_dot_product_attention` for a single query."""
-    N, H, S, D = q.shape
-    kv, P, W = pk.shape[1], pk.shape[2], k.shape[2]
-    hS = H // kv * S
-    q = q.reshape(N, kv, hS, D)                             # query heads grouped by kv head, then positions
+    """One query per row [N, H, 1, D] against its prompt's keys and values (`pk`, `pv`:
+    [B', H_kv, P, D], one matmul per prompt for all its rows' queries) and its own ([N, H_kv, W,
+    D]; `row_bias` [N, 1, 1, W] or None: all visible), with one softmax over both; scores and
+    softmax in float32 (as transformers' eager attention). Written out: on CPU about 5x faster
+    than `scaled_dot_product_attention` for a single query."""
+    N, H, _, D = q.shape
+    h, P = H // pk.shape[1], pk.shape[2]
+    q = q.view(N, pk.shape[1], h, D)                                  # query heads grouped by kv head
     shared = torch.matmul(cache.to_groups(q), pk.transpose(-1, -2)).float() * D ** -0.5 + cache.prefix_bias
     own = torch.matmul(q, k.transpose(-1, -2)).float() * D ** -0.5
-    if row_bias is not None:
-        own = (own.view(N, kv, H // kv, S, W) + row_bias).view(N, kv, hS, W)
-    probs = torch.cat([cache.from_groups(shared, hS), own], -1).softmax(-1).to(v.dtype)
-    shared_att = cache.from_groups(torch.matmul(cache.to_groups(probs[..., :P]), pv), hS)
+    own = own if row_bias is None else own + row_bias
+    probs = torch.cat([cache.from_groups(shared, h), own], -1).softmax(-1).to(v.dtype)
+    shared_att = cache.from_groups(torch.matmul(cache.to_groups(probs[..., :P]), pv), h)
     att = (shared_att.float() + torch.matmul(probs[..., P:], v).float()).to(v.dtype)   # one rounding in bf16
-    return att.reshape(N, H, S, D)
+    return att.reshape(N, H, 1, D)
+
+
+def _rows_attention(q, pk, pv, k, v, cache: Cache, seen_NSW):
+    """S > 1 queries per row [N, H, S, D] (a row's own suffix): `scaled_dot_product_attention`
+    over its prompt's keys and values, copied per row for one layer at a time, then its own
+    (`seen_NSW`: which own slot each query sees). Written out, the float32 scores [N, H, S, P + W]
+    of a long suffix would be the largest tensor of the step; the copy lives for one layer."""
+    N, _, S, _ = q.shape
+    group = cache.group_N
+    keys, values = torch.cat([pk[group], k], 2), torch.cat([pv[group], v], 2)
+    mask = torch.cat([cache.prefix_valid_BP[group][:, None, :].expand(N, S, -1), seen_NSW], -1).unsqueeze(1)
+    return F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, enable_gqa=q.shape[1] != k.shape[1])
 
 
 def decode(w: Weights, tok_NS, pos_NS, cache: Cache, rope, slot_1=None, valid_NS=None) -> torch.Tensor:
@@ -190,15 +200,15 @@ def decode(w: Weights, tok_NS, pos_NS, cache: Cache, rope, slot_1=None, valid_NS
         t0, width = cache.length, cache.length + S
         cache.valid_NS[:, t0:width] = True if valid_NS is None else valid_NS
         cache.gaps = cache.gaps or (valid_NS is not None and not bool(valid_NS.all()))
-        row_bias = None   # one token after rows that wrote every slot so far: nothing to mask
+        seen = None   # one token after rows that wrote every slot so far: nothing to mask
         if S > 1 or cache.gaps:
             slots = torch.arange(width, device=tok_NS.device)
             seen = cache.valid_NS[:, None, :width] & (slots <= t0 + torch.arange(S, device=tok_NS.device)[:, None])
-            row_bias = _bias(seen, (N, 1, 1, S, width))
     else:
         width = cache.valid_NS.shape[1]
         cache.valid_NS.index_fill_(1, slot_1, True)
-        row_bias = _bias(cache.valid_NS, (N, 1, 1, 1, width))
+        seen = cache.valid_NS[:, None, :]
+    row_bias = None if S > 1 or seen is None else _bias(seen, (N, 1, 1, width))
     h = w.embed[tok_NS]
     for layer, pk, pv, k_cache, v_cache in zip(w.layers, cache.pk, cache.pv, cache.k, cache.v):
         q, k, v = _qkv(w, layer, h, cos, sin)
@@ -207,7 +217,9 @@ def decode(w: Weights, tok_NS, pos_NS, cache: Cache, rope, slot_1=None, valid_NS
         else:
             k_cache.index_copy_(2, slot_1, k)
             v_cache.index_copy_(2, slot_1, v)
-        att = _decode_attention(q, pk, pv, k_cache[:, :, :width], v_cache[:, :, :width], cache, row_bias)
+        own_k, own_v = k_cache[:, :, :width], v_cache[:, :, :width]
+        att = _rows_attention(q, pk, pv, own_k, own_v, cache, seen) if S > 1 else \
+            _decode_attention(q, pk, pv, own_k, own_v, cache, row_bias)
         h = _rest(layer, h, att)
     if slot_1 is None:
         cache.length = width
