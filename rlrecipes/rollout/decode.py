@@ -9,7 +9,9 @@ prompt's keys and values are never copied into its G rows. A decode step's atten
 prompt part as one matmul per prompt for the queries of all its rows ([G·h, D] x [D, P]), the
 rows' own tokens as one small matmul per row, and a single softmax over both. Equal to attention
 over the concatenated cache (up to float rounding); the prompt's cache costs B instead of B·G
-rows, and each decode step reads it once per prompt instead of once per row.
+rows, and each decode step reads it once per prompt instead of once per row. A row's suffix of
+several tokens (prefilled once per `sample` call) attends through `scaled_dot_product_attention`
+over its prompt's keys and values copied per row for one layer at a time.
 """
 from __future__ import annotations
 
