@@ -103,3 +103,13 @@ def test_rows_own_suffixes_after_a_shared_prompt_decode_as_hf_on_the_whole_conte
                         pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)[:, whole.shape[1]:]
     assert len(set(map(tuple, hf.tolist()))) > 3          # the rows differ: the test means something
     assert torch.equal(ours, hf[:, :ours.shape[1]]) and (hf[:, ours.shape[1]:] == tok.pad_token_id).all()
+
+
+def test_a_suffix_that_is_not_left_padded_is_refused():
+    tok = build_tokenizer()
+    model = build_model(tok, seed=0)
+    ids = torch.randint(20, 90, (1, 5))
+    suffix = (torch.tensor([[30, 31, 0], [32, 33, 34]]), torch.tensor([[1, 1, 0], [1, 1, 1]]))   # row 0 right-padded
+    with pytest.raises(ValueError, match="left-padded"):
+        sample(model, ids, torch.ones_like(ids), 2, 4, stop_ids=[tok.eos_token_id], pad_id=tok.pad_token_id,
+               suffix=suffix)

@@ -292,7 +292,8 @@ def test_cuda_graphs_recaptured_after_compaction_on_a_gpu(monkeypatch):
 def test_sampled_tool_rollouts_share_each_prompt_and_sample_as_on_whole_contexts(monkeypatch):
     """Sampled tool rollouts, 3 rows per prompt that diverge: the fast engine, which prefills each
     prompt once per turn with every row's turns so far as its own suffix, draws the same tokens
-    under the same seed as the fast engine on each row's whole context (the way it ran before)."""
+    under the same seed as the fast engine on each row's whole context, built from the loop's
+    own state the way `_generate` built it before (so a wrong prompt for a row would show)."""
     import rlrecipes.rollout.multiturn as multiturn
     model, tok = _policy("lora")
     out = sample(model, *encode_prompts(tok, PROMPTS, "cpu"), 1, 24, stop_ids=[tok.eos_token_id],
@@ -308,18 +309,19 @@ def test_sampled_tool_rollouts_share_each_prompt_and_sample_as_on_whole_contexts
         shared.append((len(ids), int(torch.as_tensor(repeat).sum()), suffix is not None))
         return sample(model, ids, mask, repeat, max_new, suffix=suffix, **kw)
 
-    def whole_context(model, ids, mask, repeat, max_new, suffix=None, **kw):
-        rows = torch.arange(len(ids)).repeat_interleave(torch.as_tensor(repeat))
-        seqs = [ids[r][mask[r].bool()].tolist() + ([] if suffix is None else suffix[0][n][suffix[1][n].bool()].tolist())
-                for n, r in enumerate(rows.tolist())]
-        return sample(model, *multiturn._left_pad(seqs, tok.pad_token_id, "cpu"), 1, max_new, **kw)
+    def whole_contexts(self, model, tokenizer, rows, context, resp, repeat, budget, gen, close, is_call, device):
+        ids, mask = multiturn._left_pad([context[i] + resp[i] for i in rows], tokenizer.pad_token_id, device)
+        stop = {"stop_ids": [tokenizer.eos_token_id, close[0]]} if len(close) == 1 else \
+            {"stop_ids": [tokenizer.eos_token_id], "stop_text": is_call}
+        return sample(model, ids, mask, 1, budget, pad_id=tokenizer.pad_token_id, temperature=gen.temperature,
+                      top_k=gen.top_k, top_p=gen.top_p, **stop)
 
-    results = []
-    for fn in (spy, whole_context):
-        monkeypatch.setattr(multiturn, "sample", fn)
-        torch.manual_seed(7)
-        results.append(ToolRollouts(spec, engine="fast")(model, tok, PROMPTS, gen, "cpu", repeat=3))
-    ours, plain = results
+    monkeypatch.setattr(multiturn, "sample", spy)
+    torch.manual_seed(7)
+    ours = ToolRollouts(spec, engine="fast")(model, tok, PROMPTS, gen, "cpu", repeat=3)
+    monkeypatch.setattr(ToolRollouts, "_generate", whole_contexts)
+    torch.manual_seed(7)
+    plain = ToolRollouts(spec, engine="fast")(model, tok, PROMPTS, gen, "cpu", repeat=3)
     assert ours.stats["calls"].sum() > 0 and len(set(map(tuple, ours.completion_ids_NT.tolist()))) > len(PROMPTS)
     assert any(n_prompts < n_rows and has_suffix for n_prompts, n_rows, has_suffix in shared), shared
     for field in ("completion_ids_NT", "completion_mask_NT", "loss_mask_NT", "truncated_N"):

@@ -133,6 +133,17 @@ def _rest(layer, h, att):
     return h + _proj(F.silu(_proj(x, layer["gate"])) * _proj(x, layer["up"]), layer["down"])
 
 
+def _sdpa(q, k, v, mask) -> torch.Tensor:
+    """`scaled_dot_product_attention` with a boolean mask, queries [N, H, S, D] on keys and
+    values [N, H_kv, S', D]. On CUDA the keys and values are first copied to every query head:
+    its fused kernels take a mask only without `enable_gqa` (transformers' `use_gqa_in_sdpa`
+    decides the same), and its math fallback would build the whole float32 scores."""
+    H, kv = q.shape[1], k.shape[1]
+    if kv != H and q.device.type == "cuda":
+        k, v = k.repeat_interleave(H // kv, 1), v.repeat_interleave(H // kv, 1)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=k.shape[1] != H)
+
+
 def _logits(w: Weights, h_ND) -> torch.Tensor:
     return F.linear(_rms(h_ND, w.norm), w.lm_head).float()
 
@@ -152,7 +163,7 @@ def prefill(w: Weights, ids_BP, valid_BP, cache: Cache, rope) -> torch.Tensor:
         q, k, v = _qkv(w, layer, h, cos, sin)
         cache.pk.append(k.contiguous())
         cache.pv.append(v.contiguous())
-        att = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=w.kv_heads != w.heads)
+        att = _sdpa(q, k, v, mask)
         h = _rest(layer, h, att)
     cache.set_prefix_valid(valid_BP)
     return _logits(w, h[:, -1])
@@ -180,12 +191,13 @@ def _rows_attention(q, pk, pv, k, v, cache: Cache, seen_NSW):
     """S > 1 queries per row [N, H, S, D] (a row's own suffix): `scaled_dot_product_attention`
     over its prompt's keys and values, copied per row for one layer at a time, then its own
     (`seen_NSW`: which own slot each query sees). Written out, the float32 scores [N, H, S, P + W]
-    of a long suffix would be the largest tensor of the step; the copy lives for one layer."""
+    of a long suffix would be the largest tensor of the step; the copy lives for one layer (on a
+    GPU through a fused kernel, `_sdpa`; not measured there yet)."""
     N, _, S, _ = q.shape
     group = cache.group_N
     keys, values = torch.cat([pk[group], k], 2), torch.cat([pv[group], v], 2)
     mask = torch.cat([cache.prefix_valid_BP[group][:, None, :].expand(N, S, -1), seen_NSW], -1).unsqueeze(1)
-    return F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, enable_gqa=q.shape[1] != k.shape[1])
+    return _sdpa(q, keys, values, mask)
 
 
 def decode(w: Weights, tok_NS, pos_NS, cache: Cache, rope, slot_1=None, valid_NS=None) -> torch.Tensor:

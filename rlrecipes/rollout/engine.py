@@ -113,6 +113,8 @@ def _start(w, ids_BP, mask_BP, repeat, max_new: int, suffix):
     logits_NV, pos_N = logits_BV[expand], mask_BP.sum(-1)[expand]
     if S:
         ids_NS, valid_NS = suffix[0], suffix[1].bool()
+        if (valid_NS.long().diff(dim=-1) < 0).any():
+            raise ValueError("sample: the suffix must be left-padded (padding before each row's tokens)")
         pos_NS = pos_N[:, None] + (valid_NS.long().cumsum(-1) - 1).clamp(min=0)
         after_NV = decode(w, ids_NS, pos_NS, cache, rope, valid_NS=valid_NS)
         logits_NV = torch.where(valid_NS[:, -1:], after_NV, logits_NV)   # a row without a suffix: its prompt's
