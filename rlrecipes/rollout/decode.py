@@ -45,7 +45,8 @@ def _proj(x, weight_bias):
 
 def _bias(valid, shape) -> torch.Tensor:
     """0 where a key is valid, -inf elsewhere, float32, for scores of `shape`."""
-    return torch.zeros(shape, dtype=torch.float32, device=valid.device).masked_fill_(~valid.reshape(shape), float("-inf"))
+    bias = torch.zeros(shape, dtype=torch.float32, device=valid.device)
+    return bias.masked_fill_(~valid.reshape(shape), float("-inf"))
 
 
 class Cache:

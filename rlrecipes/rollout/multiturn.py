@@ -5,9 +5,10 @@ ends (EOS, token budget). The query between the call tags goes to the tool, its 
 appended as `<information>...</information>`, and generation continues from the whole context,
 all sequences still active in one batched call per turn (the fast engine prefills each prompt
 once per turn for all its rows and keeps its cache once; each row's turns so far follow it).
-At most `max_turns` results are given; a further call ends the sequence. Observation tokens are part of the context (attention)
-but not of the loss or the KL: `Rollout.loss_mask_NT` is 1 only on tokens the policy sampled.
-Per-sequence stats: `calls`, `turns` (generate rounds) and `obs_tokens`.
+At most `max_turns` results are given; a further call ends the sequence. Observation tokens are
+part of the context (attention) but not of the loss or the KL: `Rollout.loss_mask_NT` is 1 only
+on tokens the policy sampled. Per-sequence stats: `calls`, `turns` (generate rounds) and
+`obs_tokens`.
 """
 from __future__ import annotations
 
