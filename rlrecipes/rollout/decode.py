@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..logprobs import position_ids
 from .weights import Weights
 
 
@@ -153,7 +154,7 @@ def prefill(w: Weights, ids_BP, valid_BP, cache: Cache, rope) -> torch.Tensor:
     """Float32 logits [B, V] of each prompt's last position; its keys and values go to `cache`.
     `valid_BP`: False on left padding (positions count the real tokens only)."""
     B, P = ids_BP.shape
-    pos_BP = (valid_BP.long().cumsum(-1) - 1).clamp(min=0)
+    pos_BP = position_ids(valid_BP.long())
     cos, sin = rope[0][pos_BP].unsqueeze(1), rope[1][pos_BP].unsqueeze(1)
     keys = torch.arange(P, device=ids_BP.device)
     # causal over real keys; a padding query sees itself (its output is never used; no NaN)

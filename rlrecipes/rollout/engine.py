@@ -27,6 +27,7 @@ import torch
 
 from .decode import Cache, StaticDecode, decode, prefill, rope_table
 from .generate import Rollout, encode_prompts, generate, sampled_rollout
+from ..logprobs import position_ids
 from ..model import lora_layer_type, unwrapped
 from .weights import weights_of
 
@@ -103,7 +104,7 @@ GRAPH_COMPACT_MIN_STEPS = 64
 def _start(w, ids_BP, mask_BP, repeat, max_new: int, suffix):
     """The cache after the prompts (each prefilled and kept once for its rows) and the rows' own
     `suffix` tokens; the logits [N, V] the first new token is drawn from, and its positions [N]."""
-    B, P = ids_BP.shape
+    P = ids_BP.shape[1]
     S = 0 if suffix is None else suffix[0].shape[1]
     device = ids_BP.device
     cache, rope = Cache(), rope_table(w, P + S + max_new, device)
@@ -115,7 +116,7 @@ def _start(w, ids_BP, mask_BP, repeat, max_new: int, suffix):
         ids_NS, valid_NS = suffix[0], suffix[1].bool()
         if (valid_NS.long().diff(dim=-1) < 0).any():
             raise ValueError("sample: the suffix must be left-padded (padding before each row's tokens)")
-        pos_NS = pos_N[:, None] + (valid_NS.long().cumsum(-1) - 1).clamp(min=0)
+        pos_NS = pos_N[:, None] + position_ids(valid_NS.long())
         after_NV = decode(w, ids_NS, pos_NS, cache, rope, valid_NS=valid_NS)
         logits_NV = torch.where(valid_NS[:, -1:], after_NV, logits_NV)   # a row without a suffix: its prompt's
         pos_N = pos_N + valid_NS.sum(-1)
